@@ -1,0 +1,158 @@
+//! The command line (SPEC §1), with clap's derive API. Usage errors exit 2 (clap's default).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "mTLS ingress proxy: TLS 1.3, client certificates, Istio-style authorization"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy in the foreground (diagnostics on stderr, access log on stdout).
+    #[command(after_help = "Example:\n  gatehouse run -c /etc/gatehouse/gatehouse.toml")]
+    Run(ConfigArg),
+    /// Validate the config and every file it names, then print a summary.
+    #[command(after_help = "Example:\n  gatehouse check -c config/gatehouse.toml")]
+    Check(ConfigArg),
+    /// Dry-run the policy engine for one request.
+    #[command(
+        after_help = "Example:\n  gatehouse authz -c config/gatehouse.toml --principal test.client --method GET --host test.com --path /status/418"
+    )]
+    Authz(AuthzArgs),
+    /// Make a dev PKI: a CA, server and client certificates (PEM; keys with mode 0600).
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// A small httpbin-like upstream: /status/{code}, /headers, /anything, /bytes/{n}, /delay/{s}.
+    #[command(after_help = "Example:\n  gatehouse echo --listen 127.0.0.1:8000")]
+    Echo(EchoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The TOML config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthzArgs {
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Take the identity from this client certificate (PEM, leaf first), as the proxy does.
+    #[arg(long, value_name = "PEM", conflicts_with = "principal")]
+    pub cert: Option<PathBuf>,
+    /// Act as a client with this principal (the SPIFFE ID without `spiffe://`).
+    #[arg(long, value_name = "ID")]
+    pub principal: Option<String>,
+    /// The SNI the client sent (default: the host).
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    #[arg(long, value_name = "M")]
+    pub method: String,
+    #[arg(long, value_name = "H")]
+    pub host: String,
+    /// The request path (normalized as the proxy would, query ignored).
+    #[arg(long, value_name = "P")]
+    pub path: String,
+    /// A request header, repeatable.
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// The client address (default 127.0.0.1).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub source_ip: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// A self-signed CA: ca.crt, ca.key.
+    #[command(after_help = "Example:\n  gatehouse cert ca --out config/certs")]
+    Ca {
+        #[arg(long, value_name = "NAME", default_value = "gatehouse dev CA")]
+        cn: String,
+        #[command(flatten)]
+        common: CertCommon,
+    },
+    /// A server certificate (EKU serverAuth): <name>.crt (leaf then CA), <name>.key.
+    #[command(
+        after_help = "Example:\n  gatehouse cert server --ca config/certs --out config/certs --dns test.com --dns '*.mtls.example.com' --ip 127.0.0.1"
+    )]
+    Server {
+        /// Directory with ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, default_value = "server")]
+        name: String,
+        /// A DNS SAN; repeat for more.
+        #[arg(long, value_name = "NAME", required = true)]
+        dns: Vec<String>,
+        /// An IP SAN; repeat for more.
+        #[arg(long, value_name = "IP")]
+        ip: Vec<std::net::IpAddr>,
+        #[command(flatten)]
+        common: CertCommon,
+    },
+    /// A client certificate (EKU clientAuth): <name>.crt (leaf then CA), <name>.key.
+    #[command(
+        after_help = "Example:\n  gatehouse cert client --ca config/certs --out config/certs --uri spiffe://test.client"
+    )]
+    Client {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// A URI SAN such as spiffe://test.client; repeat for more.
+        #[arg(long, value_name = "URI")]
+        uri: Vec<String>,
+        #[arg(long, value_name = "NAME")]
+        dns: Vec<String>,
+        #[arg(long, value_name = "ADDR")]
+        email: Vec<String>,
+        /// The subject CN (default: the name).
+        #[arg(long, value_name = "CN")]
+        cn: Option<String>,
+        #[command(flatten)]
+        common: CertCommon,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CertCommon {
+    /// Where to write the files.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+    /// ecdsa-p256 | ecdsa-p384 | ed25519 | rsa2048 | rsa4096
+    #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: crate::dev::pki::KeyType,
+    /// Validity in days (default: CA 3650, leaves 365).
+    #[arg(long, value_name = "N")]
+    pub days: Option<u32>,
+}
+
+fn parse_key_type(s: &str) -> Result<crate::dev::pki::KeyType, String> {
+    crate::dev::pki::KeyType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = crate::dev::pki::KeyType::NAMES
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}

@@ -1,0 +1,287 @@
+//! What each CLI command does, as library functions returning an exit code, so `main` stays
+//! a dispatcher and tests can call the same code.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::authz;
+use crate::cli::{AuthzArgs, ConfigArg, EchoArgs};
+use crate::config::LogFormat;
+use crate::http::access_log::AccessLog;
+use crate::http::normalize::{self, Normalized};
+use crate::http::{ConnInfo, RequestView};
+use crate::identity::{self, PeerIdentity};
+use crate::runtime::Runtime;
+use crate::server::{self, Listeners};
+use crate::tls::credentials;
+
+/// `gatehouse run -c FILE`.
+pub fn run(args: &ConfigArg) -> ExitCode {
+    let rt = match Runtime::load(&args.config) {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    init_tracing(&rt.config.log.level, rt.config.log.format);
+    if rt.config.proxy.normalization.mode == normalize::PathNormalization::None {
+        tracing::warn!(
+            "path_normalization = \"none\" is unsafe: policies see paths exactly as clients send them"
+        );
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if rt.config.workers > 0 {
+        builder.worker_threads(rt.config.workers);
+    }
+    let tokio_rt = match builder.build() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let result = tokio_rt.block_on(async move {
+        let listeners = Listeners::bind(&rt.config.listen).await?;
+        let access_log = match rt.config.log.access_log {
+            true => Some(AccessLog::start(
+                rt.config.log.format,
+                Box::new(std::io::stdout()),
+            )?),
+            false => None,
+        };
+        server::run(
+            listeners,
+            Arc::new(ArcSwap::from_pointee(rt)),
+            access_log,
+            shutdown_signal(),
+        )
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default disposition.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::builder().parse(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("gatehouse: {e}");
+    ExitCode::from(1)
+}
+
+/// `gatehouse check -c FILE`: the summary of SPEC §1.
+pub fn check(args: &ConfigArg) -> ExitCode {
+    match Runtime::load(&args.config) {
+        Ok(rt) => {
+            let _ = std::io::stdout().write_all(summary(&rt).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The text `check` prints.
+pub fn summary(rt: &Runtime) -> String {
+    use std::fmt::Write as _;
+    let c = &rt.config;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut out = format!("{}: OK\n", rt.source.display());
+    let _ = writeln!(out, "listeners:");
+    let _ = writeln!(out, "  https  {}", c.listen.https);
+    if let Some(a) = c.listen.http {
+        let _ = writeln!(
+            out,
+            "  http   {a} (301 to https port {})",
+            c.listen.redirect_https_port
+        );
+    }
+    if let Some(a) = c.listen.admin {
+        let _ = writeln!(out, "  admin  {a}");
+    }
+    let _ = writeln!(out, "servers:");
+    for (i, s) in rt.servers.iter().enumerate() {
+        let auth = match s.config.client_auth {
+            crate::config::ClientAuth::None => "none",
+            crate::config::ClientAuth::Optional => "optional",
+            crate::config::ClientAuth::Required => "required",
+        };
+        let _ = writeln!(
+            out,
+            "  [{i}] hosts {} (client_auth {auth})",
+            s.config.names.join(", ")
+        );
+        for (kind, cert) in &s.certs {
+            let _ = writeln!(
+                out,
+                "      {:<12} {}  expires in {} days",
+                kind.as_str(),
+                cert.subject,
+                cert.days_left(now)
+            );
+        }
+    }
+    let _ = writeln!(out, "routes:");
+    for r in &c.routes {
+        let hosts = if r.hosts.is_empty() {
+            "*".to_owned()
+        } else {
+            format!("{:?}", r.hosts)
+        };
+        let _ = writeln!(
+            out,
+            "  {:<10} hosts {hosts} path_prefix {} -> {} (timeout {:?})",
+            r.name, r.path_prefix, r.upstream, r.timeout
+        );
+    }
+    let _ = writeln!(out, "policies:");
+    if c.policies.is_empty() {
+        let _ = writeln!(out, "  (none: every authenticated request is allowed)");
+    }
+    for i in 0..c.policies.len() {
+        let action = match c.policies.action(i) {
+            authz::Action::Allow => "allow",
+            authz::Action::Deny => "deny",
+            authz::Action::Audit => "audit",
+        };
+        let _ = writeln!(out, "  {:<6} {}", action, c.policies.name(i));
+    }
+    out
+}
+
+/// `gatehouse authz ...`: exit 0 with ALLOW/DENY, 1 on a bad config or cert, 2 on bad arguments.
+pub fn authz(args: &AuthzArgs) -> ExitCode {
+    let rt = match Runtime::load(&args.config) {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let identity = match (&args.cert, &args.principal) {
+        (Some(path), _) => {
+            let leaf = credentials::read_chain(path)
+                .map_err(|e| e.to_string())
+                .and_then(|chain| {
+                    identity::from_leaf(&chain[0]).map_err(|e| format!("{}: {e}", path.display()))
+                });
+            match leaf {
+                Ok(id) => Some(Arc::new(id)),
+                Err(e) => return fail(&e),
+            }
+        }
+        (None, Some(p)) => Some(Arc::new(PeerIdentity {
+            principals: vec![p.clone()],
+            uri_sans: vec![format!("spiffe://{p}")],
+            ..PeerIdentity::default()
+        })),
+        (None, None) => None,
+    };
+    let usage = |msg: String| {
+        eprintln!("gatehouse authz: {msg}");
+        ExitCode::from(2)
+    };
+    let Ok(method) = Method::from_bytes(args.method.as_bytes()) else {
+        return usage(format!("bad --method {:?}", args.method));
+    };
+    let mut headers = HeaderMap::new();
+    for kv in &args.headers {
+        let parsed = kv.split_once('=').and_then(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((k, v)) => {
+                headers.append(k, v);
+            }
+            None => return usage(format!("bad --header {kv:?}: expected NAME=VALUE")),
+        }
+    }
+    let raw_path = args.path.split('?').next().unwrap_or_default();
+    let path = match normalize::normalize(rt.config.proxy.normalization, raw_path) {
+        Ok(Normalized::Path(p)) => p.into_owned(),
+        Ok(Normalized::Redirect(p)) => {
+            println!(
+                "REDIRECT 307 to {p} (escaped_slashes = \"redirect\"); decision for the redirected path:"
+            );
+            p
+        }
+        Err(e) => {
+            println!("DENY: the proxy answers 400 ({e})");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let host = crate::tls::sni::strip_port(&args.host);
+    let conn = ConnInfo {
+        peer: std::net::SocketAddr::new(args.source_ip, 0),
+        listener_port: rt.config.listen.https.port(),
+        sni: Some(
+            args.sni
+                .clone()
+                .unwrap_or_else(|| host.to_ascii_lowercase()),
+        ),
+        server: 0,
+        identity,
+    };
+    let view = RequestView {
+        method: &method,
+        host: Some(host),
+        path: &path,
+        headers: &headers,
+        conn: &conn,
+    };
+    let decision = authz::evaluate(&rt.config.policies, &view);
+    println!("{}", decision.explain(&rt.config.policies));
+    ExitCode::SUCCESS
+}
+
+/// `gatehouse echo --listen ADDR`.
+pub fn echo(args: &EchoArgs) -> ExitCode {
+    init_tracing("info", LogFormat::Text);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    rt.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
+        };
+        eprintln!("gatehouse echo listening on http://{}", args.listen);
+        tokio::select! {
+            () = crate::dev::echo::serve(listener) => {}
+            () = shutdown_signal() => {}
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,224 @@
+//! Configuration: the TOML file of SPEC §2, checked once.
+//!
+//! `raw.rs` mirrors the file; `validate.rs` turns it into [`Config`], whose fields hold only
+//! checked types (socket addresses, durations, compiled patterns, absolute paths, enums).
+//! [`parse`] works on a string (tests need no files); [`load`] reads the file. Certificates
+//! and keys are not read here: [`crate::runtime::Runtime::load`] does that on top.
+
+mod error;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::FieldError;
+
+use crate::authz::Policies;
+use crate::http::normalize;
+use crate::tls::sni::HostPattern;
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: TlsVersions,
+    pub servers: Vec<ServerConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub policies: Policies,
+    pub proxy: ProxySettings,
+    /// Worker threads; 0 = one per CPU.
+    pub workers: usize,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// Port written into HTTP → HTTPS redirects (443 is left out of the URL).
+    pub redirect_https_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsVersions {
+    pub min: TlsVersion,
+    pub max: TlsVersion,
+}
+
+/// `none` | `optional` | `required` (Istio SIMPLE | OPTIONAL_MUTUAL | MUTUAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+/// Where a server's TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: Option<PathBuf>,
+        client_crl: Vec<PathBuf>,
+    },
+    /// A Kubernetes TLS-secret mount: `cert|tls.crt`, `key|tls.key`, `cacert|ca.crt`, `crl|ca.crl`.
+    Dir(PathBuf),
+}
+
+/// One `[[server]]`: a TLS identity chosen by SNI.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The hosts as written (lower-cased); the first names the server in metrics and `/certs`.
+    pub names: Vec<String>,
+    pub hosts: Vec<HostPattern>,
+    pub credentials: Credentials,
+    pub client_auth: ClientAuth,
+    pub allowed_sans: Vec<String>,
+    pub allowed_spki_sha256: Vec<[u8; 32]>,
+    pub allowed_cert_sha256: Vec<[u8; 32]>,
+}
+
+impl ServerConfig {
+    pub fn name(&self) -> &str {
+        self.names.first().map_or("*", String::as_str)
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `name`, or the route's index as text.
+    pub name: String,
+    /// Empty: any host.
+    pub hosts: Vec<HostPattern>,
+    /// Without a trailing slash, except `/` itself.
+    pub path_prefix: String,
+    pub upstream: Upstream,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `http://host:port`: the authority, with the port made explicit.
+    Tcp { authority: String },
+    /// `unix:/path/to.sock`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { authority } => write!(f, "http://{authority}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersWithUnderscores {
+    Allow,
+    Drop,
+    Reject,
+}
+
+/// `x-forwarded-client-cert` handling, as Envoy's `forward_client_cert_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    Sanitize,
+    SanitizeSet,
+    AppendForward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub normalization: normalize::Options,
+    pub headers_with_underscores: HeadersWithUnderscores,
+    pub forward_client_cert: ForwardClientCert,
+    pub handshake_timeout: Duration,
+    pub request_header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_request_header_bytes: usize,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+/// Why a config could not be used. Its `Display` is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", format_invalid(path, errors))]
+    Invalid {
+        path: PathBuf,
+        errors: Vec<FieldError>,
+    },
+}
+
+fn format_invalid(path: &Path, errors: &[FieldError]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("{}: {e}", path.display()));
+    }
+    out
+}
+
+/// Parses and validates config text. `path` names the file in errors; relative paths
+/// inside resolve against `base_dir`.
+pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    validate::validate(raw, base_dir).map_err(|errors| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = abs
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    parse(&text, path, &base)
+}

@@ -1,0 +1,167 @@
+//! The serde mirror of the TOML file: one struct per table, `deny_unknown_fields`
+//! everywhere, strings and `Option`s only. No logic lives here; `validate.rs` turns a
+//! `RawConfig` into a checked [`crate::config::Config`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: RawListen,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub server: Vec<RawServer>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub log: RawLog,
+    pub reload: Option<RawReload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub https: String,
+    pub http: Option<String>,
+    pub admin: Option<String>,
+    pub redirect_https_port: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub hosts: Vec<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub credential_dir: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_crl: Option<Vec<String>>,
+    pub allowed_sans: Option<Vec<String>>,
+    pub allowed_spki_sha256: Option<Vec<String>>,
+    pub allowed_cert_sha256: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    pub action: String,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// One rule of a policy. `from`, `to` and `when` must all match; an absent field
+/// matches everything.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub from: Option<RawFrom>,
+    pub to: Option<RawTo>,
+    pub when: Option<Vec<RawCondition>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrom {
+    pub principals: Option<Vec<String>>,
+    pub not_principals: Option<Vec<String>>,
+    pub sans: Option<Vec<String>>,
+    pub not_sans: Option<Vec<String>>,
+    pub common_names: Option<Vec<String>>,
+    pub not_common_names: Option<Vec<String>>,
+    pub ip_blocks: Option<Vec<String>>,
+    pub not_ip_blocks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTo {
+    pub hosts: Option<Vec<String>>,
+    pub not_hosts: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub not_methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub not_paths: Option<Vec<String>>,
+    pub ports: Option<Vec<RawPort>>,
+    pub not_ports: Option<Vec<RawPort>>,
+}
+
+/// Istio accepts ports as integers or as strings of digits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub key: String,
+    pub values: Option<Vec<String>>,
+    pub not_values: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub path_normalization: Option<String>,
+    pub escaped_slashes: Option<String>,
+    pub headers_with_underscores: Option<String>,
+    pub forward_client_cert: Option<String>,
+    pub proxy_protocol: Option<bool>,
+    pub handshake_timeout: Option<String>,
+    pub request_header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub max_request_header_bytes: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub h2_max_concurrent_streams: Option<i64>,
+    pub h2_stream_window: Option<i64>,
+    pub h2_connection_window: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+}

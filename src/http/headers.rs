@@ -1,0 +1,306 @@
+//! Pure header rewriting for the upstream request and the downstream response:
+//! hop-by-hop removal, `x-forwarded-*`, `x-request-id`, headers with underscores, and
+//! `x-forwarded-client-cert` (Envoy's format) in its three modes.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{ForwardClientCert, HeadersWithUnderscores};
+use crate::identity::PeerIdentity;
+
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and never cross a proxy (RFC 9110 §7.6.1).
+fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+    ]
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
+/// (a WebSocket handshake being passed through), `Upgrade` and `Connection: upgrade` stay.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in standard_hop_by_hop() {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`)?
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Applies `headers_with_underscores`. `Err(name)` under `reject` names the first offender.
+pub fn apply_underscores(
+    headers: &mut HeaderMap,
+    mode: HeadersWithUnderscores,
+) -> Result<(), String> {
+    if mode == HeadersWithUnderscores::Allow || !headers.keys().any(|k| k.as_str().contains('_')) {
+        return Ok(());
+    }
+    let offenders: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    if mode == HeadersWithUnderscores::Reject {
+        return Err(offenders[0].as_str().to_owned());
+    }
+    for name in offenders {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
+/// `x-forwarded-proto: https`, the peer appended to `x-forwarded-for`, an `x-request-id`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    request_id: impl FnOnce() -> HeaderValue,
+) {
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    let peer = peer.to_canonical().to_string();
+    let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(&X_REQUEST_ID, request_id());
+    }
+}
+
+/// Applies the XFCC mode. `element` is this hop's XFCC element when a client certificate
+/// was verified (see [`xfcc_element`]).
+pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Option<&str>) {
+    let client_sent: Vec<HeaderValue> = headers.get_all(&XFCC).iter().cloned().collect();
+    headers.remove(&XFCC);
+    let Some(element) = element else { return };
+    let value = match mode {
+        ForwardClientCert::Sanitize => return,
+        ForwardClientCert::SanitizeSet => element.to_owned(),
+        ForwardClientCert::AppendForward => {
+            let mut parts: Vec<&str> = client_sent.iter().filter_map(|v| v.to_str().ok()).collect();
+            parts.push(element);
+            parts.join(",")
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&XFCC, v);
+    }
+}
+
+/// This hop's XFCC element, Envoy's format:
+/// `By=<server URI SAN>;Hash=<sha256 hex>;Subject="<DN>";URI=<uri>;DNS=<dns>`.
+pub fn xfcc_element(server_uri_sans: &[String], id: &PeerIdentity) -> String {
+    let mut out = String::with_capacity(128);
+    for by in server_uri_sans {
+        push_pair(&mut out, "By", by, false);
+    }
+    push_pair(&mut out, "Hash", &id.cert_sha256_hex(), false);
+    push_pair(&mut out, "Subject", &id.subject, true);
+    for uri in &id.uri_sans {
+        push_pair(&mut out, "URI", uri, false);
+    }
+    for dns in &id.dns_sans {
+        push_pair(&mut out, "DNS", dns, false);
+    }
+    out
+}
+
+fn push_pair(out: &mut String, key: &str, value: &str, always_quote: bool) {
+    if !out.is_empty() {
+        out.push(';');
+    }
+    out.push_str(key);
+    out.push('=');
+    if always_quote || value.contains([',', ';', '=', '"']) {
+        out.push('"');
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_websocket() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["sec-websocket-key"], "k");
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn underscores_table() {
+        let base = [("x_user", "admin"), ("x-ok", "1")];
+        let mut h = map(&base);
+        apply_underscores(&mut h, HeadersWithUnderscores::Allow).unwrap();
+        assert_eq!(h.len(), 2);
+        apply_underscores(&mut h, HeadersWithUnderscores::Drop).unwrap();
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-ok"));
+        let mut h = map(&base);
+        assert_eq!(
+            apply_underscores(&mut h, HeadersWithUnderscores::Reject),
+            Err("x_user".to_owned())
+        );
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = map(&[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), || {
+            HeaderValue::from_static("id-1")
+        });
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-request-id"], "id-1");
+        let mut h = map(&[("x-request-id", "mine")]);
+        set_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), || {
+            HeaderValue::from_static("new")
+        });
+        assert_eq!(h["x-request-id"], "mine");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    fn identity() -> PeerIdentity {
+        PeerIdentity {
+            uri_sans: vec!["spiffe://test.client".into()],
+            dns_sans: vec!["a.example.com".into(), "b.example.com".into()],
+            subject: "CN=client,O=Example, Inc.".into(),
+            cert_sha256: [0xab; 32],
+            ..PeerIdentity::default()
+        }
+    }
+
+    #[test]
+    fn xfcc_element_format() {
+        let e = xfcc_element(&["spiffe://gatehouse".into()], &identity());
+        assert_eq!(
+            e,
+            format!(
+                "By=spiffe://gatehouse;Hash={};Subject=\"CN=client,O=Example, Inc.\";URI=spiffe://test.client;DNS=a.example.com;DNS=b.example.com",
+                "ab".repeat(32)
+            )
+        );
+        let e = xfcc_element(&[], &identity());
+        assert!(e.starts_with("Hash="), "{e}");
+    }
+
+    #[test]
+    fn xfcc_modes() {
+        let client = [("x-forwarded-client-cert", "By=evil;Hash=00")];
+        for (mode, element, want) in [
+            (ForwardClientCert::Sanitize, Some("Hash=11"), None),
+            (ForwardClientCert::Sanitize, None, None),
+            (
+                ForwardClientCert::SanitizeSet,
+                Some("Hash=11"),
+                Some("Hash=11"),
+            ),
+            (ForwardClientCert::SanitizeSet, None, None),
+            (
+                ForwardClientCert::AppendForward,
+                Some("Hash=11"),
+                Some("By=evil;Hash=00,Hash=11"),
+            ),
+            (ForwardClientCert::AppendForward, None, None),
+        ] {
+            let mut h = map(&client);
+            apply_xfcc(&mut h, mode, element);
+            assert_eq!(
+                h.get(&XFCC).map(|v| v.to_str().unwrap()),
+                want,
+                "{mode:?} {element:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The HTTP side of the proxy. `view` holds the facts decisions look at, `normalize` and
+//! `headers` are pure rewrites, `service` runs one request through its phases
+//! (normalize → authorize → route → forward), `forward` talks to upstreams, `redirect` is the
+//! plaintext listener.
+
+pub mod access_log;
+pub mod forward;
+pub mod headers;
+pub mod normalize;
+pub mod redirect;
+pub mod service;
+mod view;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{Either, Full};
+
+pub use view::{ConnInfo, RequestView};
+
+/// Every response body the proxy sends: an upstream's streamed body, or one it made itself.
+pub type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
+
+/// Why the proxy answered a request itself, classified by who caused it. The same value
+/// picks the status code and the access-log/metric reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The path failed normalization (malformed escape, NUL, control char, ...).
+    BadPath(normalize::BadPath),
+    /// A header with an underscore under `headers_with_underscores = "reject"`.
+    UnderscoreHeader(String),
+    /// Host is not one of the hosts of the server the connection was accepted for.
+    Misdirected,
+    /// Denied by authorization.
+    Denied,
+    /// No route matched.
+    NoRoute,
+    /// Upstream refused or unreachable.
+    UpstreamUnavailable(String),
+    /// Upstream did not answer within the route timeout.
+    UpstreamTimeout,
+    /// Upstream answered with something that is not HTTP/1.1.
+    BadUpstreamResponse(String),
+    /// No Host / :authority at all.
+    MissingHost,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadPath(_) | Self::UnderscoreHeader(_) | Self::MissingHost => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::Denied => StatusCode::FORBIDDEN,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadUpstreamResponse(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The body sent to the client. Envoy's wording where there is one.
+    pub fn body(&self) -> &'static str {
+        match self {
+            Self::BadPath(_) => "Bad Request: invalid path\n",
+            Self::UnderscoreHeader(_) => "Bad Request: header name with underscore\n",
+            Self::MissingHost => "Bad Request: missing host\n",
+            Self::Misdirected => "Misdirected Request: host does not match the TLS server name\n",
+            Self::Denied => "RBAC: access denied",
+            Self::NoRoute => "Not Found: no route\n",
+            Self::UpstreamUnavailable(_) => "no healthy upstream\n",
+            Self::UpstreamTimeout => "upstream request timeout\n",
+            Self::BadUpstreamResponse(_) => {
+                "upstream connect error or disconnect/reset before headers\n"
+            }
+        }
+    }
+
+    pub fn response(&self) -> Response<ProxyBody> {
+        text_response(self.status(), self.body())
+    }
+}
+
+/// A small `text/plain` response made by the proxy itself.
+pub fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    res
+}

@@ -1,0 +1,352 @@
+//! One request through its phases: SNI/Host binding → headers with underscores → normalize →
+//! authorize → route → forward, then the access-log line when the response body is done.
+//! The decisions are pure calls (`normalize`, `authz::evaluate`, `routing::select`,
+//! `headers::*`); this file only sequences them and applies their results.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::access_log::{self, AccessLog, Record};
+use super::forward::Upstreams;
+use super::normalize::{self, Normalized};
+use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response};
+use crate::authz::{self, Decision};
+use crate::runtime::Runtime;
+use crate::server::RequestGuard;
+use crate::{routing, tls::sni};
+
+/// Long-lived state shared by every connection: outlives any one config snapshot.
+pub struct Shared {
+    /// The current snapshot; policies and routes are read from it per request.
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub upstreams: Upstreams,
+    pub access_log: Option<AccessLog>,
+}
+
+/// Per-connection state, fixed at the end of the handshake.
+pub struct Conn {
+    pub info: ConnInfo,
+    /// The snapshot the connection's TLS was negotiated with (its server's hosts bind Host).
+    pub tls_runtime: Arc<Runtime>,
+    /// This hop's XFCC element, computed once when a client certificate was verified.
+    pub xfcc: Option<String>,
+}
+
+impl Conn {
+    pub fn new(info: ConnInfo, tls_runtime: Arc<Runtime>) -> Self {
+        let xfcc = info
+            .identity
+            .as_ref()
+            .map(|id| headers::xfcc_element(&tls_runtime.servers[info.server].uri_sans, id));
+        Self {
+            info,
+            tls_runtime,
+            xfcc,
+        }
+    }
+}
+
+/// What the access log needs to know about a request, filled in as the phases run.
+#[derive(Default)]
+struct Facts {
+    host: Option<String>,
+    path: Option<String>,
+    route: Option<String>,
+    upstream: Option<String>,
+    decision: Option<&'static str>,
+    policy: Option<String>,
+}
+
+/// The hyper service function for the HTTPS listener.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+) -> Result<Response<LoggedBody>, Infallible> {
+    let start = Instant::now();
+    let rt = shared.runtime.load_full();
+    let method = req.method().clone();
+    let logging = shared.access_log.is_some();
+    let mut facts = Facts::default();
+    let res = match serve(req, &conn, &rt, &shared, logging.then_some(&mut facts)).await {
+        Ok(res) => res,
+        Err(e) => {
+            if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
+                tracing::debug!(peer = %conn.info.peer, error = ?e, "request refused");
+            }
+            e.response()
+        }
+    };
+    let pending = shared.access_log.as_ref().map(|log| {
+        Box::new(Pending {
+            log: log.clone(),
+            start,
+            record: Record {
+                time: access_log::now_rfc3339(),
+                peer: conn.info.peer.ip().to_canonical(),
+                sni: conn.info.sni.clone(),
+                principal: conn
+                    .info
+                    .identity
+                    .as_ref()
+                    .and_then(|id| id.principals.first().cloned()),
+                method: method.to_string(),
+                host: facts.host,
+                path: facts.path.unwrap_or_default(),
+                status: res.status().as_u16(),
+                bytes: 0,
+                duration_ms: 0.0,
+                route: facts.route,
+                upstream: facts.upstream,
+                decision: facts.decision,
+                policy: facts.policy,
+            },
+        })
+    });
+    Ok(res.map(|body| LoggedBody {
+        inner: body,
+        bytes: 0,
+        pending,
+        guard: None,
+    }))
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    conn: &Conn,
+    rt: &Runtime,
+    shared: &Shared,
+    mut facts: Option<&mut Facts>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if req.method() == Method::OPTIONS && req.uri() == "*" {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    }
+    let (mut parts, body) = req.into_parts();
+    let proxy = &rt.config.proxy;
+
+    // The host: :authority (HTTP/2, absolute-form) wins over the Host header, as RFC 9112 says.
+    let host_header = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::MissingHost)?,
+        None => parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .ok_or(ProxyError::MissingHost)?,
+    };
+    let host_full = host_header.to_str().map_err(|_| ProxyError::MissingHost)?;
+    let host = sni::strip_port(host_full);
+    if host.is_empty() {
+        return Err(ProxyError::MissingHost);
+    }
+    if let Some(f) = facts.as_deref_mut() {
+        f.host = Some(host.to_owned());
+        f.path = Some(parts.uri.path().to_owned());
+    }
+    let server = &conn.tls_runtime.servers[conn.info.server];
+    if !sni::any_matches(&server.config.hosts, host) {
+        return Err(ProxyError::Misdirected);
+    }
+    headers::apply_underscores(&mut parts.headers, proxy.headers_with_underscores)
+        .map_err(ProxyError::UnderscoreHeader)?;
+
+    let path = match normalize::normalize(proxy.normalization, parts.uri.path())
+        .map_err(ProxyError::BadPath)?
+    {
+        Normalized::Path(p) => p,
+        Normalized::Redirect(location) => return Ok(redirect_307(&location, parts.uri.query())),
+    };
+    if let Some(f) = facts.as_deref_mut() {
+        f.path = Some(path.to_string());
+    }
+
+    let view = RequestView {
+        method: &parts.method,
+        host: Some(host),
+        path: &path,
+        headers: &parts.headers,
+        conn: &conn.info,
+    };
+    let decision = authz::evaluate(&rt.config.policies, &view);
+    log_audits(&decision, rt, conn);
+    if let Some(f) = facts.as_deref_mut() {
+        f.decision = Some(if decision.is_allowed() {
+            "allow"
+        } else {
+            "deny"
+        });
+        f.policy = decision
+            .deciding_policy(&rt.config.policies)
+            .map(str::to_owned);
+    }
+    if !decision.is_allowed() {
+        return Err(ProxyError::Denied);
+    }
+    let (_, route) =
+        routing::select(&rt.config.routes, Some(host), &path).ok_or(ProxyError::NoRoute)?;
+    if let Some(f) = facts {
+        f.route = Some(route.name.clone());
+        f.upstream = Some(route.upstream.to_string());
+    }
+
+    // The upstream request: normalized path + untouched query, rewritten headers.
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    parts.uri = target
+        .parse()
+        .map_err(|_| ProxyError::BadPath(normalize::BadPath::ControlOrSpace))?;
+    let upgrade = parts.version == http::Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.insert(header::HOST, host_header.clone());
+    headers::set_forwarded(&mut parts.headers, conn.info.peer.ip(), request_id);
+    headers::apply_xfcc(
+        &mut parts.headers,
+        proxy.forward_client_cert,
+        conn.xfcc.as_deref(),
+    );
+
+    let mut up_req = Request::from_parts(parts, body);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
+    let mut res = shared
+        .upstreams
+        .send(&route.upstream, route.timeout, up_req)
+        .await?;
+
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(down) = downstream_upgrade
+    {
+        let up = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = tokio::join!(down, up) {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
+                        .await;
+            }
+        });
+        return Ok(res.map(|_| Either::Right(Full::new(Bytes::new()))));
+    }
+    headers::remove_hop_by_hop(res.headers_mut(), false);
+    Ok(res.map(Either::Left))
+}
+
+fn log_audits(decision: &Decision, rt: &Runtime, conn: &Conn) {
+    for index in decision.audits.iter() {
+        tracing::info!(target: "gatehouse::audit", policy = rt.config.policies.name(index), peer = %conn.info.peer, "audit policy matched");
+    }
+}
+
+fn empty(status: StatusCode) -> Response<ProxyBody> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
+    *res.status_mut() = status;
+    res
+}
+
+/// `escaped_slashes = "redirect"`: 307 to the canonical path, query kept.
+fn redirect_307(path: &str, query: Option<&str>) -> Response<ProxyBody> {
+    let location = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut res = text_response(StatusCode::TEMPORARY_REDIRECT, "");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            res.headers_mut().insert(header::LOCATION, v);
+            res
+        }
+        Err(_) => ProxyError::BadPath(normalize::BadPath::ControlOrSpace).response(),
+    }
+}
+
+/// A random-looking UUIDv4-shaped id: 128 bits from the process's SipHash keys and a counter.
+fn request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, RandomState};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static KEYS: RandomState = RandomState::new());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (a, b) = KEYS.with(|k| (k.hash_one(n), k.hash_one(!n)));
+    // RFC 9562: version 4 in bits 76..80, variant 0b10 in bits 62..64.
+    let v = (u128::from(a) << 64) | u128::from(b);
+    let v = (v & !(0xf << 76)) | (0x4 << 76);
+    let v = (v & !(0x3 << 62)) | (0x2 << 62);
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (v >> 96) as u32,
+        (v >> 80) as u16,
+        (v >> 64) as u16,
+        (v >> 48) as u16,
+        v & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The access-log record waiting for its response body to finish.
+struct Pending {
+    log: AccessLog,
+    start: Instant,
+    record: Record,
+}
+
+/// The response body, counting bytes; writes the access-log line when it is done or dropped.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    pending: Option<Box<Pending>>,
+    /// Keeps the connection's request in flight until the body is done.
+    guard: Option<RequestGuard>,
+}
+
+impl LoggedBody {
+    pub fn on_drop(mut self, guard: RequestGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.pending.take() {
+            p.record.bytes = self.bytes;
+            p.record.duration_ms = p.start.elapsed().as_secs_f64() * 1000.0;
+            p.log.emit(&p.record);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The facts the decision code may look at: [`ConnInfo`], fixed for a connection, and
+//! [`RequestView`], borrowed per request. Plain data, no I/O.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::identity::PeerIdentity;
+
+/// What is known about a downstream connection once its TLS handshake is done.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address (from the socket, or from PROXY protocol).
+    pub peer: SocketAddr,
+    /// The port of the listener that accepted the connection.
+    pub listener_port: u16,
+    /// The SNI the client sent, lower-cased.
+    pub sni: Option<String>,
+    /// Index of the `[[server]]` chosen by SNI.
+    pub server: usize,
+    /// The verified client certificate's identity; `None` when no certificate was presented.
+    pub identity: Option<Arc<PeerIdentity>>,
+}
+
+/// One request as the policy engine and the router see it. Borrowed; building it allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    /// Host / :authority without the port, in the case the client sent (compare case-insensitively).
+    pub host: Option<&'a str>,
+    /// The normalized path, without the query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub conn: &'a ConnInfo,
+}

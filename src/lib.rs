@@ -1,0 +1,32 @@
+//! gatehouse: a standalone mTLS ingress proxy.
+//!
+//! # The life of a request
+//!
+//! 1. [`server`] accepts a TCP connection (after taking a `max_connections` permit).
+//! 2. [`tls`] reads the ClientHello, picks the `[[server]]` by SNI ([`tls::sni`]) and finishes
+//!    the handshake; [`tls::verifier`] checks the client certificate (chain, validity, CRL,
+//!    `allowed_sans`, pins) and classifies failures.
+//! 3. [`identity`] extracts the client's principals, SANs, CN and hashes once per connection.
+//! 4. hyper serves HTTP/1.1 or HTTP/2; each request goes through [`http::service`]:
+//!    SNI/Host binding (421) → headers with underscores → [`http::normalize`] (400/307) →
+//!    [`authz::evaluate`] (403) → [`routing::select`] (404) → [`http::headers`] rewrites →
+//!    [`http::forward`] to a pooled HTTP/1.1 upstream (502/503/504) → access log.
+//!
+//! Configuration is read by [`config`] (raw TOML → validated types) and turned into a
+//! [`runtime::Runtime`] (TLS configs, compiled policies and routes) by one loader shared by
+//! `run`, `check` and `authz`. The plaintext listener ([`http::redirect`]) answers 301 to
+//! https; [`admin`] serves health and certificate endpoints. [`dev`] holds the dev PKI and
+//! the echo upstream used by tests and demos.
+
+pub mod admin;
+pub mod authz;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod identity;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tls;

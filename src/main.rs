@@ -1,0 +1,19 @@
+//! The `gatehouse` binary: parse the command line and dispatch. Exit status: 0 success,
+//! 1 error (config, I/O, bind), 2 usage.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatehouse::cli::{Cli, Command};
+use gatehouse::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Run(args) => commands::run(args),
+        Command::Check(args) => commands::check(args),
+        Command::Authz(args) => commands::authz(args),
+        Command::Echo(args) => commands::echo(args),
+        Command::Cert(cmd) => gatehouse::dev::cert_cmd::run(cmd),
+    }
+}

@@ -1,0 +1,70 @@
+//! Route selection: the first `[[route]]` whose hosts and path prefix match, in file order.
+//! Prefixes match whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
+
+use crate::config::RouteConfig;
+use crate::tls::sni;
+
+/// Picks the route for a (normalized) path and Host (port already stripped, any case).
+pub fn select<'r>(
+    routes: &'r [RouteConfig],
+    host: Option<&str>,
+    path: &str,
+) -> Option<(usize, &'r RouteConfig)> {
+    routes.iter().enumerate().find(|(_, r)| {
+        (r.hosts.is_empty() || host.is_some_and(|h| sni::any_matches(&r.hosts, h)))
+            && prefix_matches(&r.path_prefix, path)
+    })
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Upstream;
+    use crate::tls::sni::HostPattern;
+
+    fn route(hosts: &[&str], prefix: &str) -> RouteConfig {
+        RouteConfig {
+            name: prefix.into(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            path_prefix: prefix.into(),
+            upstream: Upstream::Tcp {
+                authority: "127.0.0.1:1".into(),
+            },
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn first_match_wins_by_host_and_whole_segment_prefix() {
+        let routes = vec![
+            route(&["api.example.com"], "/v1"),
+            route(&["*.example.com"], "/"),
+            route(&[], "/api"),
+            route(&[], "/"),
+        ];
+        let pick = |host: Option<&str>, path: &str| select(&routes, host, path).map(|(i, _)| i);
+        assert_eq!(pick(Some("api.example.com"), "/v1/x"), Some(0));
+        assert_eq!(pick(Some("API.EXAMPLE.COM"), "/v1"), Some(0));
+        assert_eq!(pick(Some("api.example.com"), "/v10"), Some(1));
+        assert_eq!(pick(Some("www.example.com"), "/v1"), Some(1));
+        assert_eq!(pick(Some("other.com"), "/api"), Some(2));
+        assert_eq!(pick(Some("other.com"), "/api/x"), Some(2));
+        assert_eq!(pick(Some("other.com"), "/apix"), Some(3));
+        assert_eq!(pick(None, "/x"), Some(3));
+        let only_api = vec![route(&[], "/api")];
+        assert_eq!(select(&only_api, None, "/other").map(|(i, _)| i), None);
+        assert_eq!(select(&only_api, None, "/").map(|(i, _)| i), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! [`Runtime`]: a validated [`Config`] plus everything built from it — each server's TLS
+//! material and rustls config, certificate summaries. One loader for every caller: `run`,
+//! `check`, `authz` (and reload) all call [`Runtime::load`], so "check passes" means "run
+//! would start". A `Runtime` is immutable; long-lived things (listeners, the upstream pool,
+//! metrics) live outside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+use crate::config::{self, Config, ConfigError, ServerConfig, TlsVersion};
+use crate::identity;
+use crate::tls::credentials::{self, CertSummary, CredentialError};
+use crate::tls::verifier;
+
+/// One `[[server]]`, ready to handshake.
+#[derive(Debug)]
+pub struct Server {
+    pub config: ServerConfig,
+    pub rustls: Arc<rustls::ServerConfig>,
+    /// The server certificate's URI SANs (XFCC `By=`).
+    pub uri_sans: Vec<String>,
+    pub certs: Vec<(CertKind, CertSummary)>,
+    /// Files read for this server.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    Server,
+    ServerChain,
+    ClientCa,
+}
+
+impl CertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::ServerChain => "server_chain",
+            Self::ClientCa => "client_ca",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub servers: Vec<Server>,
+    /// The config file this came from.
+    pub source: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("server[{index}] ({name}): {source}")]
+    Credentials {
+        index: usize,
+        name: String,
+        source: CredentialError,
+    },
+    #[error("server[{index}] ({name}): {message}")]
+    Tls {
+        index: usize,
+        name: String,
+        message: String,
+    },
+}
+
+/// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl Runtime {
+    /// Reads and validates the config file and every file it names.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let config = config::load(path)?;
+        Self::build(config, path)
+    }
+
+    /// Builds TLS state for an already-validated config.
+    pub fn build(config: Config, source: &Path) -> Result<Self, LoadError> {
+        let provider = crypto_provider();
+        let mut servers = Vec::with_capacity(config.servers.len());
+        for (index, sc) in config.servers.iter().enumerate() {
+            servers.push(build_server(index, sc, &config, &provider)?);
+        }
+        Ok(Self {
+            config,
+            servers,
+            source: source.to_path_buf(),
+        })
+    }
+}
+
+fn build_server(
+    index: usize,
+    sc: &ServerConfig,
+    config: &Config,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Server, LoadError> {
+    let name = sc.name().to_owned();
+    let material =
+        credentials::load(&sc.credentials, provider).map_err(|source| LoadError::Credentials {
+            index,
+            name: name.clone(),
+            source,
+        })?;
+    let tls_err = |message: String| LoadError::Tls {
+        index,
+        name: name.clone(),
+        message,
+    };
+
+    let versions: &[&rustls::SupportedProtocolVersion] = match (config.tls.min, config.tls.max) {
+        (TlsVersion::Tls12, TlsVersion::Tls13) => {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        }
+        (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
+        _ => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| tls_err(e.to_string()))?;
+    let client_verifier = verifier::build(
+        sc,
+        &material.client_ca,
+        material.crls.clone(),
+        provider.clone(),
+    )
+    .map_err(tls_err)?;
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut rustls_config = builder.with_cert_resolver(Arc::new(
+        rustls::sign::SingleCertAndKey::from(material.certified.clone()),
+    ));
+    rustls_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+    let chain = &material.certified.cert;
+    let mut certs = Vec::new();
+    for (i, der) in chain.iter().enumerate() {
+        let kind = if i == 0 {
+            CertKind::Server
+        } else {
+            CertKind::ServerChain
+        };
+        if let Some(s) = CertSummary::parse(der) {
+            certs.push((kind, s));
+        }
+    }
+    for der in &material.client_ca {
+        if let Some(s) = CertSummary::parse(der) {
+            certs.push((CertKind::ClientCa, s));
+        }
+    }
+    let uri_sans = chain
+        .first()
+        .and_then(|leaf| identity::from_leaf(leaf).ok())
+        .map(|id| id.uri_sans)
+        .unwrap_or_default();
+    Ok(Server {
+        config: sc.clone(),
+        rustls: Arc::new(rustls_config),
+        uri_sans,
+        certs,
+        files: material.files,
+    })
+}

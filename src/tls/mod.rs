@@ -1,0 +1,123 @@
+//! TLS termination: read the ClientHello, choose the `[[server]]` by SNI, finish the handshake
+//! with that server's rustls config, all under one deadline (`handshake_timeout`).
+
+pub mod credentials;
+pub mod sni;
+pub mod verifier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::identity::{self, PeerIdentity};
+use crate::runtime::Runtime;
+pub use verifier::HandshakeOutcome;
+
+/// A finished handshake.
+pub struct Accepted<IO> {
+    pub stream: TlsStream<IO>,
+    /// Index of the chosen server in `Runtime::servers`.
+    pub server: usize,
+    pub sni: Option<String>,
+    pub identity: Option<Arc<PeerIdentity>>,
+}
+
+/// A failed handshake: why, and for which server if one was chosen.
+#[derive(Debug)]
+pub struct Failure {
+    pub outcome: HandshakeOutcome,
+    pub server: Option<usize>,
+    pub detail: String,
+}
+
+/// TLS alert `unrecognized_name` (112), fatal, as a plaintext record.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// Runs the server side of a handshake on `io`.
+pub async fn accept<IO>(
+    io: IO,
+    runtime: &Runtime,
+    timeout: Duration,
+) -> Result<Accepted<IO>, Failure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut chosen = None;
+    match tokio::time::timeout(timeout, handshake(io, runtime, &mut chosen)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure {
+            outcome: HandshakeOutcome::Timeout,
+            server: chosen,
+            detail: format!("handshake not done within {timeout:?}"),
+        }),
+    }
+}
+
+async fn handshake<IO>(
+    io: IO,
+    runtime: &Runtime,
+    chosen: &mut Option<usize>,
+) -> Result<Accepted<IO>, Failure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let fail = |outcome, server, detail: String| Failure {
+        outcome,
+        server,
+        detail,
+    };
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+        .await
+        .map_err(|e| {
+            fail(
+                HandshakeOutcome::Error,
+                None,
+                format!("bad ClientHello: {e}"),
+            )
+        })?;
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let Some((index, server)) = sni::select(&runtime.servers, |s| &s.config.hosts, sni.as_deref())
+    else {
+        let mut io = start.io;
+        // Best effort: the client is told why before the connection closes.
+        let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        let _ = io.shutdown().await;
+        return Err(fail(
+            HandshakeOutcome::UnknownSni,
+            None,
+            format!("no server for SNI {sni:?}"),
+        ));
+    };
+    *chosen = Some(index);
+    let stream = start
+        .into_stream(server.rustls.clone())
+        .await
+        .map_err(|e| fail(verifier::classify_io(&e), Some(index), e.to_string()))?;
+    let identity = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        Some(leaf) => Some(Arc::new(identity::from_leaf(leaf).map_err(|e| {
+            fail(
+                HandshakeOutcome::InvalidClientCert,
+                Some(index),
+                e.to_string(),
+            )
+        })?)),
+        None => None,
+    };
+    Ok(Accepted {
+        stream,
+        server: index,
+        sni,
+        identity,
+    })
+}
