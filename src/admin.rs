@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz` (200 while the process runs), `/readyz` (200 once serving,
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (200 while the process runs), `/readyz` (200 once serving,
 //! 503 while draining) and `/certs` (JSON, one object per loaded certificate).
 
 use std::convert::Infallible;
@@ -49,6 +49,16 @@ fn respond<B>(req: &Request<B>, handle: &Handle) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if handle.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            let mut res = Response::new(Full::new(Bytes::from(handle.metrics.encode())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }
         "/certs" => {
             let body =
                 serde_json::to_vec_pretty(&certs(&handle.runtime.load())).unwrap_or_default();
@@ -61,7 +71,7 @@ fn respond<B>(req: &Request<B>, handle: &Handle) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /certs\n",
+            "not found: try /metrics, /healthz, /readyz or /certs\n",
         ),
     }
 }

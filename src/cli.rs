@@ -21,6 +21,11 @@ pub enum Command {
     /// Run the proxy in the foreground (diagnostics on stderr, access log on stdout).
     #[command(after_help = "Example:\n  gatehouse run -c /etc/gatehouse/gatehouse.toml")]
     Run(ConfigArg),
+    /// Zero-setup quickstart: dev PKI + echo upstream + proxy on 127.0.0.1, prints curl commands.
+    #[command(
+        after_help = "Example:\n  gatehouse demo\n  gatehouse demo --dir ./demo --https-port 0"
+    )]
+    Demo(DemoArgs),
     /// Validate the config and every file it names, then print a summary.
     #[command(after_help = "Example:\n  gatehouse check -c config/gatehouse.toml")]
     Check(ConfigArg),
@@ -70,6 +75,22 @@ pub struct AuthzArgs {
     /// The client address (default 127.0.0.1).
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub source_ip: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the PKI and config (default: a fresh temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// 0 picks a free port.
+    #[arg(long, value_name = "N", default_value_t = 8443)]
+    pub https_port: u16,
+    #[arg(long, value_name = "N", default_value_t = 8080)]
+    pub http_port: u16,
+    #[arg(long, value_name = "N", default_value_t = 9901)]
+    pub admin_port: u16,
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    pub upstream_port: u16,
 }
 
 #[derive(Debug, Args)]

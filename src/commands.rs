@@ -53,6 +53,7 @@ pub fn run(args: &ConfigArg) -> ExitCode {
             listeners,
             Arc::new(ArcSwap::from_pointee(rt)),
             access_log,
+            crate::metrics::Metrics::new(),
             shutdown_signal(),
         )
         .await
@@ -121,7 +122,9 @@ pub fn summary(rt: &Runtime) -> String {
         let _ = writeln!(
             out,
             "  http   {a} (301 to https port {})",
-            c.listen.redirect_https_port
+            c.listen
+                .redirect_https_port
+                .unwrap_or(c.listen.https.port())
         );
     }
     if let Some(a) = c.listen.admin {

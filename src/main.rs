@@ -13,6 +13,13 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(args),
         Command::Check(args) => commands::check(args),
         Command::Authz(args) => commands::authz(args),
+        Command::Demo(a) => gatehouse::dev::demo::run(&gatehouse::dev::demo::DemoOptions {
+            dir: a.dir.clone(),
+            https_port: a.https_port,
+            http_port: a.http_port,
+            admin_port: a.admin_port,
+            upstream_port: a.upstream_port,
+        }),
         Command::Echo(args) => commands::echo(args),
         Command::Cert(cmd) => gatehouse::dev::cert_cmd::run(cmd),
     }

@@ -33,7 +33,7 @@ mod tests {
 
     fn route(hosts: &[&str], prefix: &str) -> RouteConfig {
         RouteConfig {
-            name: prefix.into(),
+            name: std::sync::Arc::new(prefix.into()),
             hosts: hosts
                 .iter()
                 .map(|h| HostPattern::parse(h).unwrap())

@@ -18,6 +18,8 @@ use crate::tls::verifier;
 #[derive(Debug)]
 pub struct Server {
     pub config: ServerConfig,
+    /// The server's name (first host) as a metric label.
+    pub label: crate::metrics::Name,
     pub rustls: Arc<rustls::ServerConfig>,
     /// The server certificate's URI SANs (XFCC `By=`).
     pub uri_sans: Vec<String>,
@@ -47,6 +49,8 @@ impl CertKind {
 pub struct Runtime {
     pub config: Config,
     pub servers: Vec<Server>,
+    /// Policy names as metric labels, by policy index.
+    pub policy_labels: Vec<crate::metrics::Name>,
     /// The config file this came from.
     pub source: PathBuf,
 }
@@ -88,9 +92,13 @@ impl Runtime {
         for (index, sc) in config.servers.iter().enumerate() {
             servers.push(build_server(index, sc, &config, &provider)?);
         }
+        let policy_labels = (0..config.policies.len())
+            .map(|i| Arc::new(config.policies.name(i).to_owned()))
+            .collect();
         Ok(Self {
             config,
             servers,
+            policy_labels,
             source: source.to_path_buf(),
         })
     }
@@ -164,6 +172,7 @@ fn build_server(
         .map(|id| id.uri_sans)
         .unwrap_or_default();
     Ok(Server {
+        label: Arc::new(sc.name().to_owned()),
         config: sc.clone(),
         rustls: Arc::new(rustls_config),
         uri_sans,

@@ -11,28 +11,27 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::time::Instant;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Listen, ProxySettings};
 use crate::http::access_log::AccessLog;
 use crate::http::forward::Upstreams;
+use crate::http::head_scan::HeadScan;
 use crate::http::service::{self, Conn, Shared};
 use crate::http::{ConnInfo, redirect};
+use crate::metrics::{HandshakeLabels, ListenerLabels, Metrics};
 use crate::runtime::Runtime;
 use crate::tls;
+use crate::watchdog::{Activity, Expired, Watched};
 
 /// The bound sockets. Binding is separate from serving so tests can bind port 0 and read
 /// the addresses, and so a bind error is reported before anything starts.
@@ -69,6 +68,7 @@ pub struct Handle {
     pub runtime: Arc<ArcSwap<Runtime>>,
     /// False until listeners are bound and certificates loaded; false again while draining.
     pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs until `shutdown` resolves, then drains. Returns once every connection is done or
@@ -77,21 +77,31 @@ pub async fn run(
     listeners: Listeners,
     runtime: Arc<ArcSwap<Runtime>>,
     access_log: Option<AccessLog>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let settings = runtime.load().config.proxy;
-    let redirect_port = runtime.load().config.listen.redirect_https_port;
+    metrics.set_certs(&runtime.load());
     let handle = Handle {
         runtime: runtime.clone(),
         ready: Arc::new(AtomicBool::new(false)),
+        metrics: metrics.clone(),
     };
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         upstreams: Upstreams::new(),
         access_log,
+        metrics: metrics.clone(),
+        unrouted: Arc::new("none".to_owned()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let https_port = listeners.https.local_addr()?.port();
+    let redirect_port = runtime
+        .load()
+        .config
+        .listen
+        .redirect_https_port
+        .unwrap_or(https_port);
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(accept_https(
@@ -102,7 +112,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     if let Some(l) = listeners.http {
-        tasks.spawn(accept_plain(l, redirect_port, stop_rx.clone()));
+        tasks.spawn(accept_plain(
+            l,
+            redirect_port,
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(l) = listeners.admin {
         tasks.spawn(crate::admin::serve(l, handle.clone(), stop_rx.clone()));
@@ -194,13 +209,32 @@ async fn serve_tls(
     mut stop: watch::Receiver<bool>,
 ) {
     let tls_runtime = shared.runtime.load_full();
+    let _active = Active::new(&shared.metrics, "https");
     let accepted = tokio::select! {
         r = tls::accept(tcp, &tls_runtime, settings.handshake_timeout) => r,
         _ = stop.changed() => return,
     };
+    let server_label = |index: Option<usize>| match index {
+        Some(i) => tls_runtime.servers[i].label.clone(),
+        None => shared.unrouted.clone(),
+    };
+    let count = |server, outcome: tls::HandshakeOutcome| {
+        shared
+            .metrics
+            .handshakes
+            .get_or_create(&HandshakeLabels {
+                server,
+                result: outcome.as_str(),
+            })
+            .inc();
+    };
     let accepted = match accepted {
-        Ok(a) => a,
+        Ok(a) => {
+            count(server_label(Some(a.server)), tls::HandshakeOutcome::Ok);
+            a
+        }
         Err(f) => {
+            count(server_label(f.server), f.outcome);
             tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
             return;
         }
@@ -214,16 +248,17 @@ async fn serve_tls(
         identity: accepted.identity,
     };
     let conn = Arc::new(Conn::new(info, tls_runtime));
-    let activity = Arc::new(Activity::new(!is_h2));
+    let activity = Activity::new(!is_h2);
     let io = TokioIo::new(Watched {
         inner: accepted.stream,
         activity: activity.clone(),
+        scan: HeadScan::default(),
     });
     let svc = {
         let activity = activity.clone();
         service_fn(move |req| {
-            let guard = activity.request_started();
-            let fut = service::handle(req, conn.clone(), shared.clone());
+            let (guard, ambiguous_length) = activity.request_started();
+            let fut = service::handle(req, conn.clone(), shared.clone(), ambiguous_length);
             async move {
                 let res = fut.await;
                 res.map(|r| r.map(|body| body.on_drop(guard)))
@@ -259,7 +294,12 @@ async fn serve_tls(
     }
 }
 
-async fn accept_plain(listener: TcpListener, redirect_port: u16, mut stop: watch::Receiver<bool>) {
+async fn accept_plain(
+    listener: TcpListener,
+    redirect_port: u16,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -272,7 +312,9 @@ async fn accept_plain(listener: TcpListener, redirect_port: u16, mut stop: watch
             _ = stop.changed() => return,
         };
         let mut stop = stop.clone();
+        let active = Active::new(&metrics, "http");
         tokio::spawn(async move {
+            let _active = active;
             let svc = service_fn(move |req| redirect::handle(req, redirect_port));
             let mut b = auto::Builder::new(TokioExecutor::new());
             b.http1()
@@ -291,147 +333,21 @@ async fn accept_plain(listener: TcpListener, redirect_port: u16, mut stop: watch
     }
 }
 
-// === impl Activity ===
+/// Counts one open connection in `gatehouse_connections_active` while it lives.
+struct Active(prometheus_client::metrics::gauge::Gauge);
 
-/// Per-connection timing: requests in flight, when the last one ended, and when the bytes
-/// of a new request head started to arrive. Milliseconds since the connection started.
-pub struct Activity {
-    base: Instant,
-    in_flight: AtomicUsize,
-    last_done_ms: AtomicU64,
-    /// 0 = no request head in progress.
-    head_started_ms: AtomicU64,
-    /// HTTP/1 only: HTTP/2 sends control frames on idle connections.
-    track_heads: bool,
-    changed: Notify,
+impl Active {
+    fn new(metrics: &Metrics, listener: &'static str) -> Self {
+        let gauge = metrics
+            .connections_active
+            .get_or_create_owned(&ListenerLabels { listener });
+        gauge.inc();
+        Self(gauge)
+    }
 }
 
-pub enum Expired {
-    Head,
-    Idle,
-}
-
-/// Ends a request's in-flight count when its response body is done.
-pub struct RequestGuard(Arc<Activity>);
-
-impl Drop for RequestGuard {
+impl Drop for Active {
     fn drop(&mut self) {
-        self.0
-            .last_done_ms
-            .store(self.0.now_ms(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.changed.notify_one();
-    }
-}
-
-impl Activity {
-    fn new(track_heads: bool) -> Self {
-        Self {
-            base: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            head_started_ms: AtomicU64::new(0),
-            track_heads,
-            changed: Notify::new(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        // +1 so that 0 keeps meaning "not set".
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started_ms.store(0, Ordering::Relaxed);
-        RequestGuard(self.clone())
-    }
-
-    fn bytes_read(&self) {
-        if self.track_heads
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started_ms.load(Ordering::Relaxed) == 0
-        {
-            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
-        }
-    }
-
-    /// Resolves when the head timeout or the idle timeout has passed.
-    async fn watchdog(&self, head_timeout: Duration, idle_timeout: Duration) -> Expired {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
-        loop {
-            let now = self.now_ms();
-            let head = self.head_started_ms.load(Ordering::Relaxed);
-            let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-            let head_deadline = (head != 0).then(|| head + ms(head_timeout));
-            let idle_deadline =
-                idle.then(|| self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(idle_timeout));
-            if head_deadline.is_some_and(|d| d <= now) {
-                return Expired::Head;
-            }
-            if head == 0 && idle_deadline.is_some_and(|d| d <= now) {
-                return Expired::Idle;
-            }
-            let next = [head_deadline, idle_deadline].into_iter().flatten().min();
-            let notified = self.changed.notified();
-            match next {
-                Some(at) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(at - now), notified).await;
-                }
-                None => notified.await,
-            }
-        }
-    }
-}
-
-/// The TLS stream, reporting reads to [`Activity`].
-struct Watched<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_read();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.0.dec();
     }
 }

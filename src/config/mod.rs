@@ -39,8 +39,9 @@ pub struct Listen {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    /// Port written into HTTP → HTTPS redirects (443 is left out of the URL).
-    pub redirect_https_port: u16,
+    /// Port written into HTTP → HTTPS redirects (443 is left out of the URL); `None`: the
+    /// port the https listener is bound to.
+    pub redirect_https_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +99,8 @@ impl ServerConfig {
 /// One `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    /// `name`, or the route's index as text.
-    pub name: String,
+    /// `name`, or the route's index as text (shared: it is also a metric label).
+    pub name: std::sync::Arc<String>,
     /// Empty: any host.
     pub hosts: Vec<HostPattern>,
     /// Without a trailing slash, except `/` itself.

@@ -96,8 +96,8 @@ fn validate_listen(raw: RawListen, errs: &mut Errors) -> Option<Listen> {
     let admin = admin.and_then(|a| socket_addr(&a, "listen.admin", errs));
     let https = https?;
     let redirect_https_port = match redirect_https_port {
-        Some(p) => int_in(p, 1, 65535, "listen.redirect_https_port", errs)?,
-        None => https.port(),
+        Some(p) => Some(int_in(p, 1, 65535, "listen.redirect_https_port", errs)?),
+        None => None,
     };
     Some(Listen {
         https,
@@ -394,7 +394,7 @@ fn validate_route(
         return None;
     }
     Some(RouteConfig {
-        name: name.unwrap_or_else(|| index.to_string()),
+        name: std::sync::Arc::new(name.unwrap_or_else(|| index.to_string())),
         hosts: patterns,
         path_prefix: prefix,
         upstream: upstream?,

@@ -1,8 +1,6 @@
 //! `gatehouse cert ca|server|client`: the dev PKI written to disk. Keys get mode 0600;
 //! existing files are never overwritten without `--force` (exit 1 naming the file).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -107,20 +105,7 @@ fn targets(common: &CertCommon, names: &[&str]) -> Result<Vec<PathBuf>, String> 
 /// Writes each file; `.key` files get mode 0600 from the start.
 fn save(paths: &[PathBuf], contents: &[&String]) -> Result<Vec<PathBuf>, String> {
     for (path, text) in paths.iter().zip(contents) {
-        let mode = if path.extension().is_some_and(|e| e == "key") {
-            0o600
-        } else {
-            0o644
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        super::write_pem(path, text, path.extension().is_some_and(|e| e == "key"))?;
     }
     Ok(paths.to_vec())
 }

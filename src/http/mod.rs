@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod forward;
+pub mod head_scan;
 pub mod headers;
 pub mod normalize;
 pub mod redirect;
@@ -42,14 +43,17 @@ pub enum ProxyError {
     BadUpstreamResponse(String),
     /// No Host / :authority at all.
     MissingHost,
+    /// HTTP/1 request with both Content-Length and Transfer-Encoding (a smuggling attempt).
+    AmbiguousLength,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadPath(_) | Self::UnderscoreHeader(_) | Self::MissingHost => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadPath(_)
+            | Self::UnderscoreHeader(_)
+            | Self::MissingHost
+            | Self::AmbiguousLength => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::Denied => StatusCode::FORBIDDEN,
             Self::NoRoute => StatusCode::NOT_FOUND,
@@ -65,6 +69,7 @@ impl ProxyError {
             Self::BadPath(_) => "Bad Request: invalid path\n",
             Self::UnderscoreHeader(_) => "Bad Request: header name with underscore\n",
             Self::MissingHost => "Bad Request: missing host\n",
+            Self::AmbiguousLength => "Bad Request: both Content-Length and Transfer-Encoding\n",
             Self::Misdirected => "Misdirected Request: host does not match the TLS server name\n",
             Self::Denied => "RBAC: access denied",
             Self::NoRoute => "Not Found: no route\n",

@@ -22,9 +22,10 @@ use super::access_log::{self, AccessLog, Record};
 use super::forward::Upstreams;
 use super::normalize::{self, Normalized};
 use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response};
-use crate::authz::{self, Decision};
+use crate::authz::{self, Decision, DenyReason, Verdict};
+use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RequestLabels, RouteLabels};
 use crate::runtime::Runtime;
-use crate::server::RequestGuard;
+use crate::watchdog::RequestGuard;
 use crate::{routing, tls::sni};
 
 /// Long-lived state shared by every connection: outlives any one config snapshot.
@@ -33,6 +34,9 @@ pub struct Shared {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub upstreams: Upstreams,
     pub access_log: Option<AccessLog>,
+    pub metrics: Arc<Metrics>,
+    /// The `route` label of requests that matched no route.
+    pub unrouted: Name,
 }
 
 /// Per-connection state, fixed at the end of the handshake.
@@ -58,12 +62,14 @@ impl Conn {
     }
 }
 
-/// What the access log needs to know about a request, filled in as the phases run.
+/// What the access log and the metrics need to know about a request, filled in as the
+/// phases run. The `String` fields are only filled when the access log is on.
 #[derive(Default)]
 struct Facts {
+    logging: bool,
     host: Option<String>,
     path: Option<String>,
-    route: Option<String>,
+    route: Option<Name>,
     upstream: Option<String>,
     decision: Option<&'static str>,
     policy: Option<String>,
@@ -74,13 +80,24 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
+    ambiguous_length: bool,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let start = Instant::now();
     let rt = shared.runtime.load_full();
-    let method = req.method().clone();
-    let logging = shared.access_log.is_some();
-    let mut facts = Facts::default();
-    let res = match serve(req, &conn, &rt, &shared, logging.then_some(&mut facts)).await {
+    let method = shared
+        .access_log
+        .is_some()
+        .then(|| req.method().to_string());
+    let mut facts = Facts {
+        logging: method.is_some(),
+        ..Facts::default()
+    };
+    let served = match ambiguous_length {
+        // The body is never read: hyper closes the connection after this response.
+        true => Err(ProxyError::AmbiguousLength),
+        false => serve(req, &conn, &rt, &shared, &mut facts).await,
+    };
+    let res = match served {
         Ok(res) => res,
         Err(e) => {
             if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
@@ -89,36 +106,37 @@ pub async fn handle(
             e.response()
         }
     };
-    let pending = shared.access_log.as_ref().map(|log| {
-        Box::new(Pending {
-            log: log.clone(),
-            start,
-            record: Record {
-                time: access_log::now_rfc3339(),
-                peer: conn.info.peer.ip().to_canonical(),
-                sni: conn.info.sni.clone(),
-                principal: conn
-                    .info
-                    .identity
-                    .as_ref()
-                    .and_then(|id| id.principals.first().cloned()),
-                method: method.to_string(),
-                host: facts.host,
-                path: facts.path.unwrap_or_default(),
-                status: res.status().as_u16(),
-                bytes: 0,
-                duration_ms: 0.0,
-                route: facts.route,
-                upstream: facts.upstream,
-                decision: facts.decision,
-                policy: facts.policy,
-            },
-        })
+    let record = method.map(|method| Record {
+        time: access_log::now_rfc3339(),
+        peer: conn.info.peer.ip().to_canonical(),
+        sni: conn.info.sni.clone(),
+        principal: conn
+            .info
+            .identity
+            .as_ref()
+            .and_then(|id| id.principals.first().cloned()),
+        method,
+        host: facts.host,
+        path: facts.path.unwrap_or_default(),
+        status: res.status().as_u16(),
+        bytes: 0,
+        duration_ms: 0.0,
+        route: facts.route.as_ref().map(|r| r.to_string()),
+        upstream: facts.upstream,
+        decision: facts.decision,
+        policy: facts.policy,
     });
+    let pending = Pending {
+        shared: shared.clone(),
+        start,
+        route: facts.route.unwrap_or_else(|| shared.unrouted.clone()),
+        code: res.status().as_u16(),
+        record,
+    };
     Ok(res.map(|body| LoggedBody {
         inner: body,
         bytes: 0,
-        pending,
+        pending: Some(Box::new(pending)),
         guard: None,
     }))
 }
@@ -128,13 +146,17 @@ async fn serve(
     conn: &Conn,
     rt: &Runtime,
     shared: &Shared,
-    mut facts: Option<&mut Facts>,
+    facts: &mut Facts,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() == Method::OPTIONS && req.uri() == "*" {
         return Ok(empty(StatusCode::NO_CONTENT));
     }
     let (mut parts, body) = req.into_parts();
     let proxy = &rt.config.proxy;
+    // Authority-form (`GET host HTTP/1.1`) is only for CONNECT, which a reverse proxy does not do.
+    if parts.uri.scheme().is_none() && parts.uri.authority().is_some() {
+        return Err(ProxyError::BadPath(normalize::BadPath::NotAbsolute));
+    }
 
     // The host: :authority (HTTP/2, absolute-form) wins over the Host header, as RFC 9112 says.
     let host_header = match parts.uri.authority() {
@@ -150,9 +172,9 @@ async fn serve(
     if host.is_empty() {
         return Err(ProxyError::MissingHost);
     }
-    if let Some(f) = facts.as_deref_mut() {
-        f.host = Some(host.to_owned());
-        f.path = Some(parts.uri.path().to_owned());
+    if facts.logging {
+        facts.host = Some(host.to_owned());
+        facts.path = Some(parts.uri.path().to_owned());
     }
     let server = &conn.tls_runtime.servers[conn.info.server];
     if !sni::any_matches(&server.config.hosts, host) {
@@ -167,8 +189,8 @@ async fn serve(
         Normalized::Path(p) => p,
         Normalized::Redirect(location) => return Ok(redirect_307(&location, parts.uri.query())),
     };
-    if let Some(f) = facts.as_deref_mut() {
-        f.path = Some(path.to_string());
+    if facts.logging {
+        facts.path = Some(path.to_string());
     }
 
     let view = RequestView {
@@ -179,14 +201,14 @@ async fn serve(
         conn: &conn.info,
     };
     let decision = authz::evaluate(&rt.config.policies, &view);
-    log_audits(&decision, rt, conn);
-    if let Some(f) = facts.as_deref_mut() {
-        f.decision = Some(if decision.is_allowed() {
+    record_decision(&decision, rt, conn, &shared.metrics);
+    if facts.logging {
+        facts.decision = Some(if decision.is_allowed() {
             "allow"
         } else {
             "deny"
         });
-        f.policy = decision
+        facts.policy = decision
             .deciding_policy(&rt.config.policies)
             .map(str::to_owned);
     }
@@ -195,9 +217,9 @@ async fn serve(
     }
     let (_, route) =
         routing::select(&rt.config.routes, Some(host), &path).ok_or(ProxyError::NoRoute)?;
-    if let Some(f) = facts {
-        f.route = Some(route.name.clone());
-        f.upstream = Some(route.upstream.to_string());
+    facts.route = Some(route.name.clone());
+    if facts.logging {
+        facts.upstream = Some(route.upstream.to_string());
     }
 
     // The upstream request: normalized path + untouched query, rewritten headers.
@@ -220,10 +242,18 @@ async fn serve(
 
     let mut up_req = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
+    let sent = Instant::now();
     let mut res = shared
         .upstreams
         .send(&route.upstream, route.timeout, up_req)
         .await?;
+    shared
+        .metrics
+        .upstream_duration
+        .get_or_create(&RouteLabels {
+            route: route.name.clone(),
+        })
+        .observe(sent.elapsed().as_secs_f64());
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(down) = downstream_upgrade
@@ -242,9 +272,44 @@ async fn serve(
     Ok(res.map(Either::Left))
 }
 
-fn log_audits(decision: &Decision, rt: &Runtime, conn: &Conn) {
+/// Counts the deciding policy and every matched audit policy; logs audits.
+fn record_decision(decision: &Decision, rt: &Runtime, conn: &Conn, metrics: &Metrics) {
+    let matched = |index: usize| {
+        metrics
+            .authz_decisions
+            .get_or_create(&AuthzLabels {
+                policy: rt.policy_labels[index].clone(),
+                action: rt.config.policies.action(index).as_str(),
+                result: "matched",
+            })
+            .inc();
+    };
+    match decision.verdict {
+        Verdict::Allow {
+            policy: Some((index, _)),
+        } => matched(index),
+        Verdict::Allow { policy: None } => {}
+        Verdict::Deny(reason) => {
+            if let DenyReason::Policy { policy, .. } = reason {
+                matched(policy);
+            }
+            metrics
+                .denied
+                .get_or_create(&DeniedLabels {
+                    reason: reason.label(),
+                })
+                .inc();
+        }
+    }
     for index in decision.audits.iter() {
-        tracing::info!(target: "gatehouse::audit", policy = rt.config.policies.name(index), peer = %conn.info.peer, "audit policy matched");
+        matched(index);
+        tracing::info!(
+            target: "gatehouse::audit",
+            policy = rt.config.policies.name(index),
+            peer = %conn.info.peer,
+            principal = conn.info.identity.as_ref().and_then(|id| id.principals.first()).map(String::as_str),
+            "audit policy matched"
+        );
     }
 }
 
@@ -292,11 +357,13 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The access-log record waiting for its response body to finish.
+/// What is recorded when the response body is done: metrics, and the access-log line.
 struct Pending {
-    log: AccessLog,
+    shared: Arc<Shared>,
     start: Instant,
-    record: Record,
+    route: Name,
+    code: u16,
+    record: Option<Record>,
 }
 
 /// The response body, counting bytes; writes the access-log line when it is done or dropped.
@@ -343,10 +410,22 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if let Some(mut p) = self.pending.take() {
-            p.record.bytes = self.bytes;
-            p.record.duration_ms = p.start.elapsed().as_secs_f64() * 1000.0;
-            p.log.emit(&p.record);
+        let Some(p) = self.pending.take() else { return };
+        let elapsed = p.start.elapsed();
+        let m = &p.shared.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: p.route.clone(),
+                code: p.code,
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabels { route: p.route })
+            .observe(elapsed.as_secs_f64());
+        if let (Some(mut record), Some(log)) = (p.record, &p.shared.access_log) {
+            record.bytes = self.bytes;
+            record.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            log.emit(&record);
         }
     }
 }

@@ -1,0 +1,181 @@
+//! Prometheus metrics (SPEC "Metrics"): one registry for the process, outside any config
+//! snapshot so a reload never resets counters. Labels are bounded: server, route and policy
+//! names from the config, status codes and fixed reason words — never paths or principals.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::runtime::{CertKind, Runtime};
+
+/// A shared label value: cloning it is a reference-count increment, not an allocation.
+pub type Name = Arc<String>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub server: Name,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Name,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    pub policy: Name,
+    pub action: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub server: String,
+    pub kind: &'static str,
+    pub serial: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+/// Latency buckets from 0.5 ms to ~65 s (x2 each): fine enough for a proxy hop, wide
+/// enough for slow upstreams.
+#[derive(Clone)]
+pub struct Buckets;
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+    }
+}
+
+/// Every metric of SPEC's table.
+pub struct Metrics {
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, Buckets>,
+    pub upstream_duration: Family<RouteLabels, Histogram, Buckets>,
+    pub authz_decisions: Family<AuthzLabels, Counter>,
+    pub denied: Family<DeniedLabels, Counter>,
+    pub connections_active: Family<ListenerLabels, Gauge>,
+    pub cert_not_after: Family<CertLabels, Gauge>,
+    pub reloads: Family<ReloadLabels, Counter>,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let m = Self {
+            handshakes: Family::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(Buckets),
+            upstream_duration: Family::new_with_constructor(Buckets),
+            authz_decisions: Family::default(),
+            denied: Family::default(),
+            connections_active: Family::default(),
+            cert_not_after: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "gatehouse_tls_handshakes",
+            "TLS handshakes by server and result",
+            m.handshakes.clone(),
+        );
+        registry.register(
+            "gatehouse_requests",
+            "HTTP requests by route and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "gatehouse_request_duration_seconds",
+            "Time from request head to the end of the response body",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_duration_seconds",
+            "Time from sending upstream to the upstream's response head",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_authz_decisions",
+            "Policies that matched a request",
+            m.authz_decisions.clone(),
+        );
+        registry.register(
+            "gatehouse_denied_requests",
+            "Requests denied by authorization",
+            m.denied.clone(),
+        );
+        registry.register(
+            "gatehouse_connections_active",
+            "Open downstream connections",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "gatehouse_cert_not_after_timestamp_seconds",
+            "Expiry (Unix time) of each loaded certificate",
+            m.cert_not_after.clone(),
+        );
+        registry.register(
+            "gatehouse_reloads",
+            "Config and certificate reloads by result",
+            m.reloads.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Sets the expiry gauges to the certificates of `rt` (server leaves and client CAs).
+    pub fn set_certs(&self, rt: &Runtime) {
+        self.cert_not_after.clear();
+        for s in &rt.servers {
+            for (kind, cert) in &s.certs {
+                let kind = match kind {
+                    CertKind::Server => "server",
+                    CertKind::ClientCa => "client_ca",
+                    CertKind::ServerChain => continue,
+                };
+                self.cert_not_after
+                    .get_or_create(&CertLabels {
+                        server: s.config.name().to_owned(),
+                        kind,
+                        serial: cert.serial.clone(),
+                    })
+                    .set(cert.not_after);
+            }
+        }
+    }
+}
