@@ -158,6 +158,31 @@ impl Metrics {
         out
     }
 
+    /// Creates the series a dashboard expects to see from the start, at zero: handshakes `ok`
+    /// per server, open connections per listener, both denial reasons, both reload results.
+    pub fn init_series(&self, rt: &Runtime) {
+        for s in &rt.servers {
+            let _ = self.handshakes.get_or_create(&HandshakeLabels {
+                server: s.label.clone(),
+                result: "ok",
+            });
+        }
+        let _ = self
+            .connections_active
+            .get_or_create(&ListenerLabels { listener: "https" });
+        if rt.config.listen.http.is_some() {
+            let _ = self
+                .connections_active
+                .get_or_create(&ListenerLabels { listener: "http" });
+        }
+        for reason in ["policy", "no_allow_match"] {
+            let _ = self.denied.get_or_create(&DeniedLabels { reason });
+        }
+        for result in ["ok", "error"] {
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
+        }
+    }
+
     /// Sets the expiry gauges to the certificates of `rt` (server leaves and client CAs).
     pub fn set_certs(&self, rt: &Runtime) {
         self.cert_not_after.clear();

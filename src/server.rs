@@ -81,6 +81,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let settings = runtime.load().config.proxy;
+    metrics.init_series(&runtime.load());
     metrics.set_certs(&runtime.load());
     let handle = Handle {
         runtime: runtime.clone(),

@@ -110,6 +110,28 @@ impl Proxy {
     }
 
     pub async fn try_start(dir: &Path, config: &str) -> Result<Self, String> {
+        Self::start_logged(dir, config, None).await
+    }
+
+    /// Like [`Proxy::start`], with the access log written into the returned buffer.
+    pub async fn start_with_log(dir: &Path, config: &str) -> (Self, LogBuffer) {
+        let buf = LogBuffer::default();
+        let log = gatehouse::http::access_log::AccessLog::start(
+            gatehouse::config::LogFormat::Json,
+            Box::new(buf.clone()),
+        )
+        .unwrap();
+        (
+            Self::start_logged(dir, config, Some(log)).await.unwrap(),
+            buf,
+        )
+    }
+
+    async fn start_logged(
+        dir: &Path,
+        config: &str,
+        log: Option<gatehouse::http::access_log::AccessLog>,
+    ) -> Result<Self, String> {
         let path = dir.join("gatehouse.toml");
         std::fs::write(&path, config).unwrap();
         let rt = Runtime::load(&path).map_err(|e| e.to_string())?;
@@ -125,7 +147,7 @@ impl Proxy {
         let task = tokio::spawn(server::run(
             listeners,
             runtime.clone(),
-            None,
+            log,
             metrics.clone(),
             async {
                 let _ = stopped.await;
@@ -408,4 +430,34 @@ impl Proxy {
 /// `gatehouse_tls_handshakes_total{server="..",result=".."}`
 pub fn handshakes(server: &str, result: &str) -> String {
     format!("gatehouse_tls_handshakes_total{{server=\"{server}\",result=\"{result}\"}}")
+}
+
+/// An in-memory access-log sink.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Waits up to 3 s for `n` lines, then returns them.
+    pub async fn lines(&self, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= n || tokio::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
