@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "gatehouse",
     version,
-    about = "mTLS ingress proxy: TLS 1.3, client certificates, Istio-style authorization"
+    about = "mTLS ingress proxy: TLS 1.3, client certificates, Istio-style authorization",
+    after_help = "Examples:\n  gatehouse demo                       # try it: PKI + upstream + proxy on localhost\n  gatehouse check -c gatehouse.toml\n  gatehouse run -c gatehouse.toml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +36,10 @@ pub enum Command {
     )]
     Authz(AuthzArgs),
     /// Make a dev PKI: a CA, server and client certificates (PEM; keys with mode 0600).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  gatehouse cert ca --out certs\n  gatehouse cert server --ca certs --out certs --dns test.com\n  gatehouse cert client --ca certs --out certs --uri spiffe://test.client"
+    )]
     Cert(CertCommand),
     /// A small httpbin-like upstream: /status/{code}, /headers, /anything, /bytes/{n}, /delay/{s}.
     #[command(after_help = "Example:\n  gatehouse echo --listen 127.0.0.1:8000")]
@@ -147,6 +151,9 @@ pub enum CertCommand {
         /// The subject CN (default: the name).
         #[arg(long, value_name = "CN")]
         cn: Option<String>,
+        /// Also write <name>.p12 (key + chain) protected by this password, for browsers and phones.
+        #[arg(long, value_name = "PW")]
+        p12_password: Option<String>,
         #[command(flatten)]
         common: CertCommon,
     },

@@ -49,14 +49,14 @@ pub fn run(args: &ConfigArg) -> ExitCode {
             )?),
             false => None,
         };
-        server::run(
-            listeners,
-            Arc::new(ArcSwap::from_pointee(rt)),
-            access_log,
-            crate::metrics::Metrics::new(),
-            shutdown_signal(),
-        )
-        .await
+        let watch = rt.config.reload_watch;
+        let source = rt.source.clone();
+        let runtime = Arc::new(ArcSwap::from_pointee(rt));
+        let metrics = crate::metrics::Metrics::new();
+        let reloader = crate::reload::Reloader::new(&source, runtime.clone(), metrics.clone());
+        // Ends with the process, after `server::run` has drained.
+        tokio::spawn(crate::reload::run(reloader, watch, std::future::pending()));
+        server::run(listeners, runtime, access_log, metrics, shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -227,15 +227,14 @@ pub fn authz(args: &AuthzArgs) -> ExitCode {
             None => return usage(format!("bad --header {kv:?}: expected NAME=VALUE")),
         }
     }
+    if method == Method::OPTIONS && args.path == "*" {
+        println!("ALLOW: the proxy answers OPTIONS * itself with 204; no policy is evaluated");
+        return ExitCode::SUCCESS;
+    }
     let raw_path = args.path.split('?').next().unwrap_or_default();
-    let path = match normalize::normalize(rt.config.proxy.normalization, raw_path) {
-        Ok(Normalized::Path(p)) => p.into_owned(),
-        Ok(Normalized::Redirect(p)) => {
-            println!(
-                "REDIRECT 307 to {p} (escaped_slashes = \"redirect\"); decision for the redirected path:"
-            );
-            p
-        }
+    let (path, redirected) = match normalize::normalize(rt.config.proxy.normalization, raw_path) {
+        Ok(Normalized::Path(p)) => (p.into_owned(), false),
+        Ok(Normalized::Redirect(p)) => (p, true),
         Err(e) => {
             println!("DENY: the proxy answers 400 ({e})");
             return ExitCode::SUCCESS;
@@ -262,6 +261,11 @@ pub fn authz(args: &AuthzArgs) -> ExitCode {
     };
     let decision = authz::evaluate(&rt.config.policies, &view);
     println!("{}", decision.explain(&rt.config.policies));
+    if redirected {
+        println!(
+            "note: the proxy first answers 307 to {path} (escaped_slashes = \"redirect\"); the decision is for that path"
+        );
+    }
     ExitCode::SUCCESS
 }
 

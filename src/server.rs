@@ -128,11 +128,12 @@ pub async fn run(
     tracing::info!(https = %https_port, "gatehouse is ready");
 
     shutdown.await;
-    tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down: draining connections");
+    let drain_timeout = runtime.load().config.proxy.drain_timeout;
+    tracing::info!(?drain_timeout, "shutting down: draining connections");
     handle.ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
     // Every connection task holds a receiver: `closed()` resolves when the last one ends.
-    if tokio::time::timeout(settings.drain_timeout, stop_tx.closed())
+    if tokio::time::timeout(drain_timeout, stop_tx.closed())
         .await
         .is_err()
     {
@@ -153,7 +154,6 @@ async fn accept_https(
     mut stop: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
-    let builder = Arc::new(http_builder(&settings));
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -173,10 +173,9 @@ async fn accept_https(
         };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
-        let builder = builder.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            serve_tls(tcp, peer, port, shared, &builder, settings, stop).await;
+            serve_tls(tcp, peer, port, shared, stop).await;
             drop(permit);
         });
     }
@@ -205,11 +204,12 @@ async fn serve_tls(
     peer: SocketAddr,
     port: u16,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
-    settings: ProxySettings,
     mut stop: watch::Receiver<bool>,
 ) {
     let tls_runtime = shared.runtime.load_full();
+    // Connection settings come from the snapshot current at accept, so a reload applies them
+    // to new connections (max_connections and listeners need a restart).
+    let settings = tls_runtime.config.proxy;
     let _active = Active::new(&shared.metrics, "https");
     let accepted = tokio::select! {
         r = tls::accept(tcp, &tls_runtime, settings.handshake_timeout) => r,
@@ -266,6 +266,7 @@ async fn serve_tls(
             }
         })
     };
+    let builder = http_builder(&settings);
     let connection = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(connection);
     let mut closing = false;

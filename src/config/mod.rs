@@ -32,6 +32,8 @@ pub struct Config {
     /// Worker threads; 0 = one per CPU.
     pub workers: usize,
     pub log: LogSettings,
+    /// Watch the config and every file it names, and reload on change (`[reload] watch`).
+    pub reload_watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

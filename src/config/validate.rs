@@ -36,12 +36,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     } = raw;
     let mut errs = Errors::default();
 
-    if reload.is_some() {
-        errs.push(
-            "reload",
-            "not supported yet: this version does not reload; restart gatehouse to apply changes",
-        );
-    }
+    let reload_watch = reload
+        .map(|RawReload { watch }| watch.unwrap_or(true))
+        .unwrap_or(true);
     let listen = validate_listen(listen, &mut errs);
     let tls = validate_tls(tls, &mut errs);
     if server.is_empty() {
@@ -79,6 +76,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
             proxy,
             workers,
             log,
+            reload_watch,
         }),
         _ => Err(errs.0),
     }

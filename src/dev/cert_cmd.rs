@@ -42,7 +42,7 @@ fn write(cmd: &CertCommand) -> Result<Vec<PathBuf>, String> {
             spec.dns.clone_from(dns);
             spec.ips.clone_from(ip);
             spec.common_name = dns.first().cloned();
-            issue(ca, name, spec, common)
+            issue(ca, name, spec, common, None)
         }
         CertCommand::Client {
             ca,
@@ -51,6 +51,7 @@ fn write(cmd: &CertCommand) -> Result<Vec<PathBuf>, String> {
             dns,
             email,
             cn,
+            p12_password,
             common,
         } => {
             let mut spec = LeafSpec::new(Usage::Client, i64::from(common.days.unwrap_or(365)));
@@ -58,7 +59,7 @@ fn write(cmd: &CertCommand) -> Result<Vec<PathBuf>, String> {
             spec.dns.clone_from(dns);
             spec.emails.clone_from(email);
             spec.common_name = Some(cn.clone().unwrap_or_else(|| name.clone()));
-            issue(ca, name, spec, common)
+            issue(ca, name, spec, common, p12_password.as_deref())
         }
     }
 }
@@ -68,6 +69,7 @@ fn issue(
     name: &str,
     mut spec: LeafSpec,
     common: &CertCommon,
+    p12_password: Option<&str>,
 ) -> Result<Vec<PathBuf>, String> {
     spec.key_type = common.key_type;
     let read = |f: &str| {
@@ -82,9 +84,20 @@ fn issue(
     };
     let ca = Ca::from_pem(&read("ca.crt")?, &read("ca.key")?)
         .map_err(|e| format!("{}: {e}", ca_dir.display()))?;
-    let targets = targets(common, &[&format!("{name}.crt"), &format!("{name}.key")])?;
+    let mut names = vec![format!("{name}.crt"), format!("{name}.key")];
+    if p12_password.is_some() {
+        names.push(format!("{name}.p12"));
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let targets = targets(common, &names)?;
     let leaf = ca.issue(&spec).map_err(|e| e.to_string())?;
-    save(&targets, &[&leaf.chain_pem, &leaf.key_pem])
+    let mut written = save(&targets[..2], &[&leaf.chain_pem, &leaf.key_pem])?;
+    if let (Some(password), Some(path)) = (p12_password, targets.get(2)) {
+        let p12 = pkcs12(&leaf, name, password)?;
+        super::write_private(path, &p12)?;
+        written.push(path.clone());
+    }
+    Ok(written)
 }
 
 /// The output paths, refusing existing ones unless `--force`.
@@ -108,4 +121,24 @@ fn save(paths: &[PathBuf], contents: &[&String]) -> Result<Vec<PathBuf>, String>
         super::write_pem(path, text, path.extension().is_some_and(|e| e == "key"))?;
     }
     Ok(paths.to_vec())
+}
+
+/// A PKCS#12 file with the key and the chain, encrypted as OpenSSL 3 does by default
+/// (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC, HMAC-SHA256 MAC).
+fn pkcs12(leaf: &super::pki::Leaf, name: &str, password: &str) -> Result<Vec<u8>, String> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    use sha2::Digest;
+    let err = |e: p12_keystore::error::Error| format!("PKCS#12: {e}");
+    let key = PrivateKey::from_der(&leaf.key_der).map_err(err)?;
+    let certs = [
+        Certificate::from_der(&leaf.der).map_err(err)?,
+        Certificate::from_der(&leaf.ca_der).map_err(err)?,
+    ];
+    let local_key_id = sha2::Sha256::digest(&leaf.der).to_vec();
+    let mut store = KeyStore::new();
+    store.add_entry(
+        name,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id, key, certs)),
+    );
+    store.writer(password).write().map_err(err)
 }

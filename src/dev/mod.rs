@@ -10,15 +10,28 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Writes a PEM file; private keys are created with mode 0600 (never briefly world-readable).
+/// Writes a PEM file; private keys get mode 0600 (created so, and set so when overwritten).
 pub fn write_pem(path: &Path, text: &str, private: bool) -> Result<(), String> {
+    write_mode(path, text.as_bytes(), if private { 0o600 } else { 0o644 })
+}
+
+/// Writes secret bytes (a PKCS#12 file) with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_mode(path, bytes, 0o600)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
+        .mode(mode)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(at)?;
+    // `mode` only applies when the file is created: an existing file keeps its bits otherwise.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(at)?;
+    f.write_all(bytes).map_err(at)
 }

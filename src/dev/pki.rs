@@ -127,7 +127,11 @@ pub struct Leaf {
     /// Leaf then CA: what a server or client presents.
     pub chain_pem: String,
     pub key_pem: String,
+    /// The private key as PKCS#8 DER.
+    pub key_der: Vec<u8>,
     pub der: Vec<u8>,
+    /// The CA certificate's DER (the rest of the chain).
+    pub ca_der: Vec<u8>,
     pub serial: u64,
 }
 
@@ -215,9 +219,18 @@ impl Ca {
             chain_pem: format!("{cert_pem}{}", self.cert_pem),
             cert_pem,
             key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
             der: cert.der().to_vec(),
+            ca_der: self.ca_der()?,
             serial,
         })
+    }
+
+    fn ca_der(&self) -> Result<Vec<u8>, Error> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map(|c| c.to_vec())
+            .map_err(|_| Error::CouldNotParseCertificate)
     }
 
     /// A CRL revoking `serials`, valid for a week.

@@ -98,6 +98,9 @@ pub struct Proxy {
     pub admin: Option<SocketAddr>,
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub metrics: Arc<gatehouse::metrics::Metrics>,
+    /// The reloader SIGHUP and file changes drive; tests may call `reload()` directly.
+    pub reloader: Arc<gatehouse::reload::Reloader>,
+    reload_task: tokio::task::JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -144,6 +147,13 @@ impl Proxy {
         let runtime = Arc::new(ArcSwap::from_pointee(rt));
         let (stop, stopped) = oneshot::channel::<()>();
         let metrics = gatehouse::metrics::Metrics::new();
+        let reloader = gatehouse::reload::Reloader::new(&path, runtime.clone(), metrics.clone());
+        let watch = runtime.load().config.reload_watch;
+        let reload_task = tokio::spawn(gatehouse::reload::run(
+            reloader.clone(),
+            watch,
+            std::future::pending(),
+        ));
         let task = tokio::spawn(server::run(
             listeners,
             runtime.clone(),
@@ -159,6 +169,8 @@ impl Proxy {
             admin,
             runtime,
             metrics,
+            reloader,
+            reload_task,
             stop: Some(stop),
             task: Some(task),
         })
@@ -180,6 +192,7 @@ impl Drop for Proxy {
         if let Some(task) = &self.task {
             task.abort();
         }
+        self.reload_task.abort();
     }
 }
 

@@ -1,0 +1,220 @@
+//! Hot reload: validate, then swap; on failure keep serving the old snapshot.
+//!
+//! A change in any directory holding the config file or a file it names (written in place,
+//! replaced by rename, or swapped the Kubernetes way through a `..data` symlink), or a SIGHUP,
+//! re-runs [`Runtime::load`] — the loader `run` and `check` use. Events are debounced so a
+//! cert and key written one after the other are read together. Directories are watched, not
+//! files, so renames and symlink swaps are seen; if the OS watcher cannot start, polling takes
+//! over. A valid result is published whole (new handshakes use its TLS material, every request
+//! its policies and routes); an invalid one is logged and counted, and nothing changes.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, ReloadLabels};
+use crate::runtime::Runtime;
+
+/// Quiet time after the last file event before reloading: lets a cert and its key, written
+/// one after the other, land together (cert-manager and kubelet write within milliseconds).
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A stream of events never delays a reload by more than this (SPEC: applied within 2 s).
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// Polling interval when the OS watcher is unavailable.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reloads one config file into one published snapshot.
+pub struct Reloader {
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    /// Reloads run one at a time.
+    busy: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(path: &Path, runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            path: path.to_path_buf(),
+            runtime,
+            metrics,
+            busy: Mutex::new(()),
+        })
+    }
+
+    /// Loads and validates everything; swaps it in if valid. Blocking (file I/O, key parsing).
+    pub fn reload(&self, cause: &str) -> Result<(), String> {
+        let _one_at_a_time = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = Runtime::load(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| restart_only(&self.runtime.load().config, &new.config).map(|()| new));
+        let outcome = match result {
+            Ok(new) => {
+                self.metrics.init_series(&new);
+                self.metrics.set_certs(&new);
+                self.runtime.store(Arc::new(new));
+                tracing::info!(%cause, "reloaded configuration and certificates");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(%cause, error = %e, "reload failed; still serving the previous configuration");
+                Err(e)
+            }
+        };
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        outcome
+    }
+}
+
+/// Settings that only take effect at startup: refuse a reload that changes them, rather than
+/// accept it and silently keep the old value.
+fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("[listen]");
+    }
+    if old.workers != new.workers {
+        changed.push("runtime.workers");
+    }
+    if old.proxy.max_connections != new.proxy.max_connections {
+        changed.push("proxy.max_connections");
+    }
+    if old.log != new.log {
+        changed.push("[log]");
+    }
+    if old.reload_watch != new.reload_watch {
+        changed.push("reload.watch");
+    }
+    match changed.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "{} changed: these apply only at startup; restart gatehouse",
+            changed.join(", ")
+        )),
+    }
+}
+
+/// The directories holding the config file and every file it names (`credential_dir`s
+/// included, so a `..data` swap inside them is seen).
+pub fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
+    let parent = |p: &Path| p.parent().map(Path::to_path_buf);
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    dirs.extend(parent(&rt.source));
+    for s in &rt.servers {
+        dirs.extend(s.files.iter().filter_map(|f| parent(f)));
+        if let crate::config::Credentials::Dir(d) = &s.config.credentials {
+            dirs.insert(d.clone());
+        }
+    }
+    dirs.into_iter()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            }
+        })
+        .collect()
+}
+
+/// Runs until `stop` resolves: SIGHUP always reloads; file changes do when `watch` is set.
+pub async fn run(reloader: Arc<Reloader>, watch: bool, stop: impl Future<Output = ()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "SIGHUP handler unavailable"))
+        .ok();
+    let mut watcher = if watch { start_watcher(&tx) } else { None };
+    let mut watching = BTreeSet::new();
+    if let Some(w) = watcher.as_mut() {
+        rewatch(
+            w.as_mut(),
+            &mut watching,
+            watched_dirs(&reloader.runtime.load()),
+        );
+    }
+    tokio::pin!(stop);
+    loop {
+        let cause = tokio::select! {
+            () = &mut stop => return,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = rx.recv() => {
+                debounce(&mut rx).await;
+                "file change"
+            }
+        };
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload(cause)).await;
+        if let Some(w) = watcher.as_mut() {
+            rewatch(
+                w.as_mut(),
+                &mut watching,
+                watched_dirs(&reloader.runtime.load()),
+            );
+        }
+    }
+}
+
+/// Waits until no event came for [`DEBOUNCE`], or [`DEBOUNCE_MAX`] passed.
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    while let Ok(Some(())) = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + DEBOUNCE),
+        rx.recv(),
+    )
+    .await
+    {}
+}
+
+fn start_watcher(tx: &mpsc::UnboundedSender<()>) -> Option<Box<dyn Watcher + Send>> {
+    let handler = {
+        let tx = tx.clone();
+        move |event: notify::Result<notify::Event>| {
+            // Our own reads show up as Access events: ignore them, or every reload would trigger the next.
+            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+                let _ = tx.send(());
+            }
+        }
+    };
+    match notify::recommended_watcher(handler.clone()) {
+        Ok(w) => Some(Box::new(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher unavailable; polling for changes instead");
+            let config = notify::Config::default()
+                .with_poll_interval(POLL_INTERVAL)
+                .with_compare_contents(true);
+            match notify::PollWatcher::new(handler, config) {
+                Ok(w) => Some(Box::new(w)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch files; only SIGHUP reloads");
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn rewatch(w: &mut dyn Watcher, watching: &mut BTreeSet<PathBuf>, wanted: BTreeSet<PathBuf>) {
+    for gone in watching.difference(&wanted) {
+        let _ = w.unwatch(gone);
+    }
+    for dir in wanted.difference(watching) {
+        if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+        }
+    }
+    *watching = wanted;
+}

@@ -1,0 +1,478 @@
+//! Hot reload through real files and sockets: rename-replace, `..data` symlink swaps, garbage
+//! on disk, CA bundles and CRLs that change, SIGHUP on the real binary, and load held while the
+//! certificate is replaced again and again.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use gatehouse::dev::pki::{Ca, KeyType, Leaf, LeafSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Writes `text` to `path` the safe way: temp file in the same directory, then rename.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The leaf a fresh handshake is served.
+async fn served_leaf(proxy: &Proxy, sni: &str, opts: &ClientOpts) -> Vec<u8> {
+    let tls = connect(proxy.https, sni, opts).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Polls (up to `within`) until a fresh handshake is served `want`.
+async fn wait_for_leaf(
+    proxy: &Proxy,
+    opts: &ClientOpts,
+    want: &Leaf,
+    within: Duration,
+) -> Duration {
+    let start = tokio::time::Instant::now();
+    while served_leaf(proxy, "test.com", opts).await != want.der {
+        assert!(
+            start.elapsed() < within,
+            "new certificate not served within {within:?}\n{}",
+            proxy.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+async fn keepalive_get(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+) -> u16 {
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: test.com\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(STEP, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    status_of(&String::from_utf8_lossy(&buf[..n]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_replace_serves_the_new_certificate_and_open_connections_carry_on() {
+    let pki = TestPki::new();
+    let old = pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    assert_eq!(served_leaf(&proxy, "test.com", &opts).await, old.der);
+    let mut open = connect(proxy.https, "test.com", &opts).await.unwrap();
+    assert_eq!(keepalive_get(&mut open, "/status/200").await, 200);
+
+    let new = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+    replace(&pki.path("server.key"), &new.key_pem);
+    replace(&pki.path("server.crt"), &new.chain_pem);
+    let took = wait_for_leaf(&proxy, &opts, &new, Duration::from_secs(2)).await;
+    eprintln!("new certificate served after {took:?}");
+    assert_eq!(
+        keepalive_get(&mut open, "/status/201").await,
+        201,
+        "the open connection keeps working"
+    );
+    assert!(proxy.metric("gatehouse_reloads_total{result=\"ok\"}") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_data_symlink_swap() {
+    let pki = TestPki::new();
+    let secret = pki.path("secret");
+    std::fs::create_dir(&secret).unwrap();
+    // The kubelet layout: files are symlinks through `..data` to a timestamped directory.
+    let write_version = |name: &str, leaf: &Leaf| {
+        let dir = secret.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), &leaf.chain_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca.cert_pem).unwrap();
+    };
+    let first = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+    write_version("..2026_11_23_01", &first);
+    std::os::unix::fs::symlink("..2026_11_23_01", secret.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), secret.join(f)).unwrap();
+    }
+    let echo = start_echo().await;
+    let cfg = format!(
+        "[listen]\nhttps = \"127.0.0.1:0\"\n[[server]]\nhosts = [\"test.com\"]\ncredential_dir = \"{}\"\n[[route]]\nupstream = \"http://{echo}\"\n",
+        secret.display()
+    );
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let client = pki.client("spiffe://test.client");
+    let opts = ClientOpts::new(&pki, Some(&client));
+    assert_eq!(served_leaf(&proxy, "test.com", &opts).await, first.der);
+
+    let second = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+    write_version("..2026_11_23_02", &second);
+    std::os::unix::fs::symlink("..2026_11_23_02", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    std::fs::remove_dir_all(secret.join("..2026_11_23_01")).unwrap();
+    wait_for_leaf(&proxy, &opts, &second, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_disk_keeps_the_old_certificate_and_counts_an_error() {
+    let pki = TestPki::new();
+    let old = pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    // Written in place, half a PEM: what a crashed writer leaves behind.
+    let half = &old.chain_pem[..old.chain_pem.len() / 2];
+    std::fs::write(pki.path("server.crt"), half).unwrap();
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"error\"}", 1.0)
+        .await;
+    assert_eq!(served_leaf(&proxy, "test.com", &opts).await, old.der);
+    let r = request(
+        proxy.https,
+        "test.com",
+        &opts,
+        get("test.com", "/status/200"),
+    )
+    .await;
+    assert_eq!(r.unwrap().status, 200);
+
+    // A key that does not match the certificate is refused the same way.
+    let other = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+    replace(&pki.path("server.crt"), &old.chain_pem);
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    replace(&pki.path("server.key"), &other.key_pem);
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"error\"}", 2.0)
+        .await;
+    assert_eq!(served_leaf(&proxy, "test.com", &opts).await, old.der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_bundle_gaining_a_second_ca() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let second_ca = Ca::new("Second CA", KeyType::EcdsaP256, 30).unwrap();
+    let newcomer = second_ca
+        .issue(&LeafSpec::client_uri("spiffe://newcomer"))
+        .unwrap();
+    let echo = start_echo().await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&newcomer));
+    assert!(
+        request(proxy.https, "test.com", &opts, get("test.com", "/"))
+            .await
+            .is_err()
+    );
+    replace(
+        &pki.path("ca.crt"),
+        &format!("{}{}", pki.ca.cert_pem, second_ca.cert_pem),
+    );
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let r = request(
+        proxy.https,
+        "test.com",
+        &opts,
+        get("test.com", "/status/200"),
+    )
+    .await;
+    assert_eq!(r.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_gaining_a_revoked_serial() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let mut spec = LeafSpec::client_uri("spiffe://soon-revoked");
+    spec.serial = Some(0xbad);
+    let client = pki.issue("client", &spec);
+    pki.write("ca.crl", &pki.ca.crl(&[]).unwrap());
+    let echo = start_echo().await;
+    let extra = format!("client_crl = [\"{}\"]", pki.path("ca.crl").display());
+    let proxy = Proxy::start(
+        pki.dir.path(),
+        &config(&pki, &["test.com"], echo, &extra, ""),
+    )
+    .await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    assert_eq!(
+        request(
+            proxy.https,
+            "test.com",
+            &opts,
+            get("test.com", "/status/200")
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    replace(&pki.path("ca.crl"), &pki.ca.crl(&[0xbad]).unwrap());
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    assert!(
+        request(proxy.https, "test.com", &opts, get("test.com", "/"))
+            .await
+            .is_err()
+    );
+    proxy
+        .expect_metric(&handshakes("test.com", "revoked_client_cert"), 1.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_applies_to_connections_already_open() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let base = config(&pki, &["test.com"], echo, "", "");
+    let proxy = Proxy::start(pki.dir.path(), &base).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    let mut open = connect(proxy.https, "test.com", &opts).await.unwrap();
+    assert_eq!(keepalive_get(&mut open, "/status/418").await, 418);
+    replace(&pki.path("gatehouse.toml"), &format!("{base}{DENY_TEAPOT}"));
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    assert_eq!(
+        keepalive_get(&mut open, "/status/418").await,
+        403,
+        "revocation by policy reaches open connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_only_settings_are_refused_on_reload() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let echo = start_echo().await;
+    let base = config(&pki, &["test.com"], echo, "", "");
+    let proxy = Proxy::start(pki.dir.path(), &base).await;
+    std::fs::write(
+        pki.path("gatehouse.toml"),
+        format!("{base}[proxy]\nmax_connections = 5\n"),
+    )
+    .unwrap();
+    let err = proxy.reloader.reload("test").unwrap_err();
+    assert!(
+        err.contains("proxy.max_connections") && err.contains("restart"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_held_while_the_certificate_is_replaced_twenty_times() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    let addr = proxy.https;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Two clients: one opens a fresh connection per request, one keeps a connection.
+    let fresh = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match request(addr, "test.com", &opts, get("test.com", "/status/200")).await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let kept = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tls = connect(addr, "test.com", &opts).await.unwrap();
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match keepalive_get(&mut tls, "/status/200").await {
+                    200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let mut last = None;
+    for i in 0..20 {
+        let leaf = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+        replace(&pki.path("server.key"), &leaf.key_pem);
+        replace(&pki.path("server.crt"), &leaf.chain_pem);
+        // Half the swaps wait for the new certificate, half race the next write.
+        if i % 2 == 0 {
+            wait_for_leaf(&proxy, &opts, &leaf, Duration::from_secs(3)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last = Some(leaf);
+    }
+    wait_for_leaf(
+        &proxy,
+        &opts,
+        last.as_ref().unwrap(),
+        Duration::from_secs(3),
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (fresh_ok, fresh_failed) = fresh.await.unwrap();
+    let (kept_ok, kept_failed) = kept.await.unwrap();
+    eprintln!("fresh connections: {fresh_ok} ok; kept connection: {kept_ok} ok");
+    assert!(
+        fresh_failed.is_empty(),
+        "{} failed: {:?}",
+        fresh_failed.len(),
+        &fresh_failed[..fresh_failed.len().min(3)]
+    );
+    assert_eq!(kept_failed, 0);
+    assert!(fresh_ok > 20 && kept_ok > 20, "{fresh_ok} {kept_ok}");
+}
+
+// === SIGHUP on the real binary ===
+
+/// The real binary, killed (by its own handle) when dropped.
+struct Gatehouse(Child);
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sighup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn start_binary(pki: &TestPki, cfg: &str) -> (Gatehouse, std::net::SocketAddr) {
+    let port = free_port();
+    let cfg = cfg.replace(
+        "https = \"127.0.0.1:0\"",
+        &format!("https = \"127.0.0.1:{port}\"\n[reload]\nwatch = false"),
+    );
+    let cfg = cfg.replace("[[server]]", "[log]\naccess_log = false\n\n[[server]]");
+    std::fs::write(pki.path("gatehouse.toml"), &cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c"])
+        .arg(pki.path("gatehouse.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gatehouse did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Gatehouse(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_changed_policy_and_survives_a_broken_config() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let (mut gh, addr) = start_binary(&pki, &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    let status = |path: &'static str| {
+        let opts = opts.clone();
+        async move {
+            request(addr, "test.com", &opts, get("test.com", path))
+                .await
+                .map(|r| r.status)
+        }
+    };
+    assert_eq!(status("/status/418").await, Ok(418));
+
+    // A changed policy: with watch = false nothing happens until SIGHUP.
+    let cfg = std::fs::read_to_string(pki.path("gatehouse.toml")).unwrap();
+    replace(&pki.path("gatehouse.toml"), &format!("{cfg}{DENY_TEAPOT}"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        status("/status/418").await,
+        Ok(418),
+        "watch = false: files alone do not reload"
+    );
+    sighup(&gh.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while status("/status/418").await != Ok(403) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not apply the policy within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken config: SIGHUP is refused, the old config keeps serving.
+    replace(&pki.path("gatehouse.toml"), "[listen\nhttps = ");
+    sighup(&gh.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status("/status/418").await, Ok(403));
+    assert_eq!(status("/status/200").await, Ok(200));
+    assert!(
+        gh.0.try_wait().unwrap().is_none(),
+        "gatehouse exited on a broken config"
+    );
+
+    // SIGTERM drains and exits 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &gh.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = gh.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(gh.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("reload failed"), "{stderr}");
+    assert!(
+        stderr.contains("TOML parse error") || stderr.contains("line"),
+        "{stderr}"
+    );
+}
