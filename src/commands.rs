@@ -55,7 +55,7 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         let metrics = crate::metrics::Metrics::new();
         let reloader = crate::reload::Reloader::new(&source, runtime.clone(), metrics.clone());
         // Ends with the process, after `server::run` has drained.
-        tokio::spawn(crate::reload::run(reloader, watch, std::future::pending()));
+        let _reload = crate::reload::spawn(reloader, watch);
         server::run(listeners, runtime, access_log, metrics, shutdown_signal()).await
     });
     match result {

@@ -9,7 +9,6 @@
 //! its policies and routes); an invalid one is logged and counted, and nothing changes.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,10 +130,12 @@ pub fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-/// Runs until `stop` resolves: SIGHUP always reloads; file changes do when `watch` is set.
-pub async fn run(reloader: Arc<Reloader>, watch: bool, stop: impl Future<Output = ()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+/// Starts reloading: SIGHUP always, file changes when `watch` is set. The watches and the
+/// signal handler are in place when this returns (a change right after startup is not
+/// missed); the returned task runs until aborted.
+pub fn spawn(reloader: Arc<Reloader>, watch: bool) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| tracing::warn!(error = %e, "SIGHUP handler unavailable"))
         .ok();
     let mut watcher = if watch { start_watcher(&tx) } else { None };
@@ -146,15 +147,24 @@ pub async fn run(reloader: Arc<Reloader>, watch: bool, stop: impl Future<Output 
             watched_dirs(&reloader.runtime.load()),
         );
     }
-    tokio::pin!(stop);
+    tokio::spawn(reload_loop(reloader, watcher, watching, hup, rx))
+}
+
+async fn reload_loop(
+    reloader: Arc<Reloader>,
+    mut watcher: Option<Box<dyn Watcher + Send>>,
+    mut watching: BTreeSet<PathBuf>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+) {
     loop {
         let cause = tokio::select! {
-            () = &mut stop => return,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
             Some(()) = rx.recv() => {
                 debounce(&mut rx).await;
                 "file change"
             }
+            else => return,
         };
         let r = reloader.clone();
         let _ = tokio::task::spawn_blocking(move || r.reload(cause)).await;

@@ -149,11 +149,7 @@ impl Proxy {
         let metrics = gatehouse::metrics::Metrics::new();
         let reloader = gatehouse::reload::Reloader::new(&path, runtime.clone(), metrics.clone());
         let watch = runtime.load().config.reload_watch;
-        let reload_task = tokio::spawn(gatehouse::reload::run(
-            reloader.clone(),
-            watch,
-            std::future::pending(),
-        ));
+        let reload_task = gatehouse::reload::spawn(reloader.clone(), watch);
         let task = tokio::spawn(server::run(
             listeners,
             runtime.clone(),
