@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use gatehouse::dev::pki::{KeyType, LeafSpec};
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -386,4 +387,52 @@ async fn json_access_log_has_specs_fields() {
     assert_eq!(ok["upstream"], format!("http://{echo}"));
     assert_eq!(ok["sni"], "test.com");
     assert_eq!(ok["peer"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_counts_as_a_handshake_timeout() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let echo = start_echo().await;
+    let cfg = config(
+        &pki,
+        &["test.com"],
+        echo,
+        "",
+        "[proxy]\nhandshake_timeout = \"300ms\"",
+    );
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let mut silent = TcpStream::connect(proxy.https).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(STEP, silent.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the server closes a silent connection");
+    proxy
+        .expect_metric(&handshakes("none", "timeout"), 1.0)
+        .await;
+}
+
+#[tokio::test]
+async fn cert_expiry_gauges_carry_server_kind_serial_and_not_after() {
+    let pki = TestPki::new();
+    let leaf = pki.server("server", &["test.com"]);
+    let echo = start_echo().await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
+    let ca_der = rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    for (kind, der) in [
+        ("server", leaf.der.as_slice()),
+        ("client_ca", ca_der.as_ref()),
+    ] {
+        let s = gatehouse::tls::credentials::CertSummary::parse(der).unwrap();
+        let series = format!(
+            "gatehouse_cert_not_after_timestamp_seconds{{server=\"test.com\",kind=\"{kind}\",serial=\"{}\"}}",
+            s.serial
+        );
+        proxy.expect_metric(&series, s.not_after as f64).await;
+    }
 }

@@ -476,3 +476,40 @@ async fn sighup_applies_a_changed_policy_and_survives_a_broken_config() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    let echo = start_echo().await;
+    let (mut gh, addr) = start_binary(&pki, &config(&pki, &["test.com"], echo, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    let slow =
+        tokio::spawn(
+            async move { request(addr, "test.com", &opts, get("test.com", "/delay/1")).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &gh.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(
+        slow.await.unwrap().unwrap().status,
+        200,
+        "the in-flight request completes"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = gh.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code:?}");
+}
