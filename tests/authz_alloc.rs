@@ -6,11 +6,8 @@
 //! Needs `[lints.rust] unsafe_code = "deny"` rather than `"forbid"`: a global allocator is an
 //! `unsafe impl`, and `forbid` cannot be lifted by the `allow` above.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gatehouse::authz::{Policies, evaluate};
 use gatehouse::config::raw::RawPolicy;
@@ -18,45 +15,9 @@ use gatehouse::http::{ConnInfo, RequestView};
 use gatehouse::identity::PeerIdentity;
 use http::{HeaderMap, HeaderValue, Method};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations_in;
 
 #[derive(serde::Deserialize)]
 struct Wrapper {
@@ -260,26 +221,20 @@ fn evaluate_does_not_allocate() {
     let views: Vec<RequestView<'_>> = requests.iter().map(Req::view).collect();
     let mut decisions = Vec::with_capacity(views.len() * 100);
 
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    for _ in 0..100 {
-        for view in &views {
-            let d = evaluate(black_box(&policies), black_box(view));
-            decisions.push(d);
+    let allocations = allocations_in(|| {
+        for _ in 0..100 {
+            for view in &views {
+                let d = evaluate(black_box(&policies), black_box(view));
+                decisions.push(d);
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "evaluate allocated");
+    });
+    assert_eq!(allocations, 0, "evaluate allocated");
 
     // Control: the counter does see an allocation on this thread.
-    COUNTING.with(|c| c.set(true));
-    let control = black_box(Box::new(decisions.len()));
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        1,
-        "the counting allocator is not counting"
-    );
+    let mut control = None;
+    let seen = allocations_in(|| control = Some(black_box(Box::new(decisions.len()))));
+    assert_eq!(seen, 1, "the counting allocator is not counting");
     drop(control);
 
     // The requests above exercise the intended paths: deny, allow by each policy, no match.

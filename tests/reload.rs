@@ -359,6 +359,34 @@ impl Drop for Gatehouse {
     }
 }
 
+/// Sends SIGTERM; `wait()` then waits (bounded) for the exit status.
+fn terminate(gh: &mut Gatehouse) -> Exiting<'_> {
+    let term = Command::new("kill")
+        .args(["-TERM", &gh.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    Exiting(gh)
+}
+
+struct Exiting<'a>(&'a mut Gatehouse);
+
+impl Exiting<'_> {
+    fn wait(self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.0.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -451,22 +479,8 @@ async fn sighup_applies_a_changed_policy_and_survives_a_broken_config() {
     );
 
     // SIGTERM drains and exits 0.
-    let term = Command::new("kill")
-        .args(["-TERM", &gh.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = gh.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exited = terminate(&mut gh);
+    let code = exited.wait();
     assert!(code.success(), "{code:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(gh.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
@@ -490,26 +504,12 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
             async move { request(addr, "test.com", &opts, get("test.com", "/delay/1")).await },
         );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &gh.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    let exited = terminate(&mut gh);
     assert_eq!(
         slow.await.unwrap().unwrap().status,
         200,
         "the in-flight request completes"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = gh.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = exited.wait();
     assert!(code.success(), "{code:?}");
 }
