@@ -13,10 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup(extra: &str) -> (TestPki, Proxy, ClientOpts) {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let proxy = Proxy::start(
         pki.dir.path(),
         &config(&pki, &["test.com"], echo, "", extra),
@@ -76,10 +73,7 @@ async fn h2_requests_reach_the_upstream_with_a_host_header() {
 
 #[tokio::test]
 async fn scenario7_xfcc_replaced_by_default() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
     let opts = ClientOpts::new(&pki, Some(&client));
     let req = Request::get("/headers")

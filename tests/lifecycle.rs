@@ -78,10 +78,7 @@ async fn scenario4_wildcard_ecdsa_tls13_only_and_https_redirect() {
 
 #[tokio::test]
 async fn redirect_port_443_is_left_out_and_tls12_can_be_enabled() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(&pki, &["test.com"], echo, "", "").replace(
         "https = \"127.0.0.1:0\"",
         "https = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nredirect_https_port = 443\n[tls]\nmin_version = \"1.2\"",
@@ -177,10 +174,7 @@ async fn admin_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_drain_finishes_in_flight_requests() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(
         &pki,
         &["test.com"],
@@ -215,10 +209,7 @@ async fn graceful_drain_finishes_in_flight_requests() {
 
 #[tokio::test]
 async fn drain_timeout_bounds_shutdown() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(
         &pki,
         &["test.com"],
@@ -243,10 +234,7 @@ async fn drain_timeout_bounds_shutdown() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_idle_timeout() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(
         &pki,
         &["test.com"],
@@ -278,10 +266,7 @@ async fn idle_connections_are_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn max_connections_holds_extra_connections_in_the_backlog() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(
         &pki,
         &["test.com"],
@@ -319,10 +304,7 @@ async fn max_connections_holds_extra_connections_in_the_backlog() {
 
 #[tokio::test]
 async fn json_access_log_has_specs_fields() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let cfg = config(&pki, &["test.com"], echo, "", DENY_TEAPOT);
     let (proxy, log) = Proxy::start_with_log(pki.dir.path(), &cfg).await;
     let opts = ClientOpts::new(&pki, Some(&client));

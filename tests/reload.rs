@@ -235,10 +235,7 @@ async fn a_crl_gaining_a_revoked_serial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_change_applies_to_connections_already_open() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let base = config(&pki, &["test.com"], echo, "", "");
     let proxy = Proxy::start(pki.dir.path(), &base).await;
     let opts = ClientOpts::new(&pki, Some(&client));
@@ -276,10 +273,7 @@ async fn restart_only_settings_are_refused_on_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_held_while_the_certificate_is_replaced_twenty_times() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
     let opts = ClientOpts::new(&pki, Some(&client));
     let addr = proxy.https;
@@ -432,10 +426,7 @@ async fn start_binary(pki: &TestPki, cfg: &str) -> (Gatehouse, std::net::SocketA
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_changed_policy_and_survives_a_broken_config() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let (mut gh, addr) = start_binary(&pki, &config(&pki, &["test.com"], echo, "", "")).await;
     let opts = ClientOpts::new(&pki, Some(&client));
     let status = |path: &'static str| {
@@ -493,10 +484,7 @@ async fn sighup_applies_a_changed_policy_and_survives_a_broken_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let client = pki.client("spiffe://test.client");
-    let echo = start_echo().await;
+    let (pki, client, echo) = test_com().await;
     let (mut gh, addr) = start_binary(&pki, &config(&pki, &["test.com"], echo, "", "")).await;
     let opts = ClientOpts::new(&pki, Some(&client));
     let slow =

@@ -52,15 +52,16 @@ impl Upstreams {
         Self { client }
     }
 
-    /// Sends `req` (origin-form path already set) to `upstream`, waiting at most `timeout`
-    /// for the response head.
+    /// Sends `req` to `upstream` for `target` (the normalized path and the query), waiting at
+    /// most `timeout` for the response head.
     pub async fn send(
         &self,
         upstream: &Upstream,
         timeout: Duration,
+        target: &str,
         mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        *req.uri_mut() = upstream_uri(upstream, req.uri())?;
+        *req.uri_mut() = upstream_uri(upstream, target)?;
         *req.version_mut() = http::Version::HTTP_11;
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
@@ -82,18 +83,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `http://<authority><path?query>`; for unix sockets the authority carries the hex path.
-fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, ProxyError> {
-    let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
+/// `http://<authority><target>`; for unix sockets the authority carries the hex path. The
+/// authority was validated at load, so a failure can only come from the target: a 400.
+fn upstream_uri(upstream: &Upstream, target: &str) -> Result<Uri, ProxyError> {
     let text = match upstream {
-        Upstream::Tcp { authority } => format!("http://{authority}{pq}"),
-        Upstream::Unix(path) => format!(
-            "http://{}{UNIX_SUFFIX}{pq}",
-            hex(path.as_os_str().as_encoded_bytes())
-        ),
+        Upstream::Tcp { authority } => format!("http://{authority}{target}"),
+        Upstream::Unix(path) => {
+            format!(
+                "http://{}{UNIX_SUFFIX}{target}",
+                hex(path.as_os_str().as_encoded_bytes())
+            )
+        }
     };
     text.parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::BadUpstreamResponse(e.to_string()))
+        .map_err(|_| ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace))
 }
 
 fn unix_path(host: &str) -> Option<PathBuf> {
@@ -220,7 +223,7 @@ mod tests {
         let up = Upstream::Unix(PathBuf::from(
             "/var/run/a very/long path/to/the/upstream.sock",
         ));
-        let uri = upstream_uri(&up, &"/x?y=1".parse().unwrap()).unwrap();
+        let uri = upstream_uri(&up, "/x?y=1").unwrap();
         assert_eq!(uri.path_and_query().unwrap().as_str(), "/x?y=1");
         assert_eq!(
             unix_path(uri.host().unwrap()),
@@ -232,9 +235,7 @@ mod tests {
             authority: "127.0.0.1:8000".into(),
         };
         assert_eq!(
-            upstream_uri(&tcp, &"/a".parse().unwrap())
-                .unwrap()
-                .to_string(),
+            upstream_uri(&tcp, "/a").unwrap().to_string(),
             "http://127.0.0.1:8000/a"
         );
         assert_eq!(unix_path("127.0.0.1"), None);

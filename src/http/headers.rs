@@ -111,22 +111,27 @@ pub fn set_forwarded(
 }
 
 /// Applies the XFCC mode. `element` is this hop's XFCC element when a client certificate
-/// was verified (see [`xfcc_element`]).
-pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Option<&str>) {
-    let client_sent: Vec<HeaderValue> = headers.get_all(&XFCC).iter().cloned().collect();
+/// was verified (see [`xfcc_element`]), already a header value: under the default mode it is
+/// inserted as is (a reference-count increment), never re-validated per request.
+pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Option<&HeaderValue>) {
+    let client_sent = match mode {
+        ForwardClientCert::AppendForward => headers.get_all(&XFCC).iter().cloned().collect(),
+        _ => Vec::new(),
+    };
     headers.remove(&XFCC);
     let Some(element) = element else { return };
-    let value = match mode {
-        ForwardClientCert::Sanitize => return,
-        ForwardClientCert::SanitizeSet => element.to_owned(),
-        ForwardClientCert::AppendForward => {
-            let mut parts: Vec<&str> = client_sent.iter().filter_map(|v| v.to_str().ok()).collect();
-            parts.push(element);
-            parts.join(",")
+    match mode {
+        ForwardClientCert::Sanitize => {}
+        ForwardClientCert::SanitizeSet => {
+            headers.insert(&XFCC, element.clone());
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(&XFCC, v);
+        ForwardClientCert::AppendForward => {
+            let mut parts: Vec<&[u8]> = client_sent.iter().map(HeaderValue::as_bytes).collect();
+            parts.push(element.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&parts.join(&b","[..])) {
+                headers.insert(&XFCC, v);
+            }
+        }
     }
 }
 
@@ -295,7 +300,8 @@ mod tests {
             (ForwardClientCert::AppendForward, None, None),
         ] {
             let mut h = map(&client);
-            apply_xfcc(&mut h, mode, element);
+            let element = element.map(HeaderValue::from_static);
+            apply_xfcc(&mut h, mode, element.as_ref());
             assert_eq!(
                 h.get(&XFCC).map(|v| v.to_str().unwrap()),
                 want,

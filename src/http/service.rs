@@ -45,7 +45,7 @@ pub struct Conn {
     /// The snapshot the connection's TLS was negotiated with (its server's hosts bind Host).
     pub tls_runtime: Arc<Runtime>,
     /// This hop's XFCC element, computed once when a client certificate was verified.
-    pub xfcc: Option<String>,
+    pub xfcc: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -53,7 +53,8 @@ impl Conn {
         let xfcc = info
             .identity
             .as_ref()
-            .map(|id| headers::xfcc_element(&tls_runtime.servers[info.server].uri_sans, id));
+            .map(|id| headers::xfcc_element(&tls_runtime.servers[info.server].uri_sans, id))
+            .and_then(|e| HeaderValue::from_str(&e).ok());
         Self {
             info,
             tls_runtime,
@@ -227,9 +228,6 @@ async fn serve(
         Some(q) => format!("{path}?{q}"),
         None => path.into_owned(),
     };
-    parts.uri = target
-        .parse()
-        .map_err(|_| ProxyError::BadPath(normalize::BadPath::ControlOrSpace))?;
     let upgrade = parts.version == http::Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.insert(header::HOST, host_header.clone());
@@ -237,7 +235,7 @@ async fn serve(
     headers::apply_xfcc(
         &mut parts.headers,
         proxy.forward_client_cert,
-        conn.xfcc.as_deref(),
+        conn.xfcc.as_ref(),
     );
 
     let mut up_req = Request::from_parts(parts, body);
@@ -245,7 +243,7 @@ async fn serve(
     let sent = Instant::now();
     let mut res = shared
         .upstreams
-        .send(&route.upstream, route.timeout, up_req)
+        .send(&route.upstream, route.timeout, &target, up_req)
         .await?;
     shared
         .metrics

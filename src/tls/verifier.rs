@@ -13,7 +13,6 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
-use sha2::{Digest, Sha256};
 
 use crate::config::{ClientAuth, ServerConfig};
 use crate::identity;
@@ -209,20 +208,19 @@ impl ClientCertVerifier for AllowListVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if !self.allowed_sans.is_empty() {
-            let id = identity::from_leaf(end_entity)
-                .map_err(|_| rejected(PolicyRejection::SanNotAllowed))?;
-            if !san_allowed(&id, &self.allowed_sans) {
-                return Err(rejected(PolicyRejection::SanNotAllowed));
-            }
+        // Parsed once for both checks; an unparsable leaf fails closed.
+        let id = identity::from_leaf(end_entity).ok();
+        if !self.allowed_sans.is_empty()
+            && !id
+                .as_ref()
+                .is_some_and(|id| san_allowed(id, &self.allowed_sans))
+        {
+            return Err(rejected(PolicyRejection::SanNotAllowed));
         }
         if !self.certs.is_empty() || !self.spki.is_empty() {
-            let cert_hash: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-            let spki_hash = identity::from_leaf(end_entity)
-                .map(|id| id.spki_sha256)
-                .ok();
-            let pinned = self.certs.contains(&cert_hash)
-                || spki_hash.is_some_and(|h| self.spki.contains(&h));
+            let pinned = id.as_ref().is_some_and(|id| {
+                self.certs.contains(&id.cert_sha256) || self.spki.contains(&id.spki_sha256)
+            });
             if !pinned {
                 return Err(rejected(PolicyRejection::PinNotAllowed));
             }

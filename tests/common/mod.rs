@@ -470,3 +470,12 @@ impl LogBuffer {
         }
     }
 }
+
+/// The usual fixture: a PKI with a server certificate for `test.com` (`server.crt`/`.key`),
+/// the client `spiffe://test.client`, and the echo upstream.
+pub async fn test_com() -> (TestPki, Leaf, SocketAddr) {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let client = pki.client("spiffe://test.client");
+    (pki, client, start_echo().await)
+}
