@@ -16,6 +16,16 @@ use crate::runtime::{CertKind, Runtime};
 /// A shared label value: cloning it is a reference-count increment, not an allocation.
 pub type Name = Arc<String>;
 
+/// Handles on one route's series: the same series as the families', without their lookup.
+#[derive(Debug, Clone)]
+pub struct RouteSeries {
+    pub route: Name,
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    /// `gatehouse_requests_total{code="200"}`, the common case; other codes are looked up.
+    pub ok: Option<Counter>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
     pub server: Name,
@@ -148,6 +158,43 @@ impl Metrics {
             m.reloads.clone(),
         );
         Arc::new(Self { registry, ..m })
+    }
+
+    /// One route's series, looked up once (each family lookup takes a lock and hashes).
+    /// `ok` is made for routes that forward; the `none` route of unrouted requests never
+    /// answers 200 itself, so it gets no such series.
+    pub fn route_series(&self, route: &Name, ok: bool) -> RouteSeries {
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        RouteSeries {
+            route: route.clone(),
+            request_duration: self.request_duration.get_or_create(&labels).clone(),
+            upstream_duration: self.upstream_duration.get_or_create(&labels).clone(),
+            ok: ok.then(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: route.clone(),
+                        code: 200,
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    /// Counts a finished request of `series`'s route.
+    pub fn count_request(&self, series: &RouteSeries, code: u16, seconds: f64) {
+        match &series.ok {
+            Some(ok) if code == 200 => ok.inc(),
+            _ => self
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: series.route.clone(),
+                    code,
+                })
+                .inc(),
+        };
+        series.request_duration.observe(seconds);
     }
 
     /// The Prometheus text exposition.

@@ -45,6 +45,13 @@ impl CertKind {
     }
 }
 
+/// What a route needs per request that outlives snapshots (held by `Shared`), cached here.
+#[derive(Debug, Default)]
+pub struct RouteState {
+    pub pool: crate::http::forward::PoolSlot,
+    pub series: std::sync::OnceLock<Arc<crate::metrics::RouteSeries>>,
+}
+
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Config,
@@ -53,6 +60,9 @@ pub struct Runtime {
     pub policy_labels: Vec<crate::metrics::Name>,
     /// The config file this came from.
     pub source: PathBuf,
+    /// Each route's upstream pool and metric series, by route index, resolved on the
+    /// route's first request.
+    pub routes: Box<[RouteState]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +105,17 @@ impl Runtime {
         let policy_labels = (0..config.policies.len())
             .map(|i| Arc::new(config.policies.name(i).to_owned()))
             .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|_| RouteState::default())
+            .collect();
         Ok(Self {
             config,
             servers,
             policy_labels,
             source: source.to_path_buf(),
+            routes,
         })
     }
 }

@@ -94,6 +94,7 @@ pub async fn run(
         access_log,
         metrics: metrics.clone(),
         unrouted: Arc::new("none".to_owned()),
+        unrouted_series: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let https_port = listeners.https.local_addr()?.port();

@@ -6,6 +6,11 @@
 //! has passed. [`Watched`] is the TLS stream reporting its reads, and feeding HTTP/1 head bytes
 //! to a [`HeadScan`] so a request with both `Content-Length` and `Transfer-Encoding` can be
 //! refused. Times are milliseconds since the connection started.
+//!
+//! Nothing on the request path wakes the watchdog: it sleeps until the earliest moment a
+//! deadline could pass given what it saw, then looks again. A head that starts later has a
+//! later deadline, so a timeout is never detected late, and a busy connection costs one timer
+//! wake-up per timeout period rather than two per request.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +20,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::http::head_scan::HeadScan;
@@ -30,7 +34,6 @@ pub struct Activity {
     ambiguous_length: AtomicBool,
     /// HTTP/1 only: HTTP/2 sends control frames on idle connections and frames its own heads.
     http1: bool,
-    changed: Notify,
 }
 
 pub enum Expired {
@@ -47,7 +50,6 @@ impl Drop for RequestGuard {
             .last_done_ms
             .store(self.0.now_ms(), Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.changed.notify_one();
     }
 }
 
@@ -60,7 +62,6 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             ambiguous_length: AtomicBool::new(false),
             http1,
-            changed: Notify::new(),
         })
     }
 
@@ -84,35 +85,44 @@ impl Activity {
             && self.head_started_ms.load(Ordering::Relaxed) == 0;
         if new_head {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
         new_head
     }
 
     /// Resolves when the head timeout or the idle timeout has passed.
     pub async fn watchdog(&self, head_timeout: Duration, idle_timeout: Duration) -> Expired {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4);
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
         loop {
+            sleep.as_mut().await;
             let now = self.now_ms();
             let head = self.head_started_ms.load(Ordering::Relaxed);
             let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-            let head_deadline = (head != 0).then(|| head + ms(head_timeout));
-            let idle_deadline =
-                idle.then(|| self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(idle_timeout));
-            if head_deadline.is_some_and(|d| d <= now) {
+            if head != 0 && head + ms(head_timeout) <= now {
                 return Expired::Head;
             }
-            if head == 0 && idle_deadline.is_some_and(|d| d <= now) {
+            let idle_deadline = self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(idle_timeout);
+            if head == 0 && idle && idle_deadline <= now {
                 return Expired::Idle;
             }
-            let next = [head_deadline, idle_deadline].into_iter().flatten().min();
-            let notified = self.changed.notified();
-            match next {
-                Some(at) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(at - now), notified).await;
-                }
-                None => notified.await,
-            }
+            // The earliest either deadline can pass: one not yet running starts no earlier
+            // than now.
+            let head_next = match head {
+                0 if self.http1 => now + ms(head_timeout),
+                0 => u64::MAX / 2,
+                started => started + ms(head_timeout),
+            };
+            let idle_next = if idle && head == 0 {
+                idle_deadline
+            } else {
+                now + ms(idle_timeout)
+            };
+            let next = head_next.min(idle_next);
+            // `now_ms` counts from 1 at `base`.
+            sleep
+                .as_mut()
+                .reset(self.base + Duration::from_millis(next.saturating_sub(1)));
         }
     }
 }

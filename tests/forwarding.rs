@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use common::*;
@@ -407,25 +408,57 @@ async fn websocket_style_upgrade_is_passed_through() {
     assert_eq!(&echoed, b"ping through the tunnel");
 }
 
+/// A TCP relay in front of `to` that counts the connections it accepted.
+async fn counting_relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
 #[tokio::test]
 async fn keep_alive_connections_are_reused_upstream() {
-    // Many sequential requests over one downstream connection all succeed (pooled upstream).
-    let (_pki, proxy, opts) = setup("").await;
+    // Sequential requests with every body shape (empty, fixed length, streamed chunked, HEAD)
+    // go over one pooled upstream connection.
+    let (pki, client, echo) = test_com().await;
+    let (relay, upstream_connections) = counting_relay(echo).await;
+    let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], relay, "", "")).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
     let tls = connect(proxy.https, "test.com", &opts).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .unwrap();
     tokio::spawn(conn);
+    let paths = [
+        "/status/200",
+        "/status/204",
+        "/bytes/70000",
+        "/headers",
+        "/status/201",
+    ];
     for i in 0..50 {
-        let res = tokio::time::timeout(
-            STEP,
-            send.send_request(get("test.com", &format!("/status/{}", 200 + i % 3))),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert_eq!(res.status().as_u16(), 200 + i % 3);
+        let path = paths[i % paths.len()];
+        let mut req = get("test.com", path);
+        if i % 7 == 0 {
+            *req.method_mut() = http::Method::HEAD;
+        }
+        let res = tokio::time::timeout(STEP, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
         let _ = collect(res).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(upstream_connections.load(Ordering::SeqCst), 1);
 }

@@ -111,7 +111,7 @@ pub struct RouteConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Upstream {
     /// `http://host:port`: the authority, with the port made explicit.
     Tcp { authority: String },

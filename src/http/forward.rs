@@ -1,74 +1,220 @@
-//! The upstream side: one pooled HTTP/1.1 keep-alive client (hyper-util) shared by every
-//! route and every snapshot, so a reload never drops pooled connections. Upstreams are
-//! `http://host:port` or `unix:/path`; failures are classified into 502 / 503 / 504.
+//! The upstream side: HTTP/1.1 keep-alive connections (hyper's `client::conn::http1`), pooled
+//! per upstream. The pools outlive config snapshots, so a reload never drops pooled
+//! connections. Upstreams are `http://host:port` or `unix:/path`; failures are classified
+//! into 502 / 503 / 504.
+//!
+//! The pool is ours rather than hyper-util's legacy client because the proxy's needs are
+//! narrow: one upstream per pool (no URI keying), a connection goes back when its response
+//! body has been read to the end (no task spawned per request to wait for readiness), and a
+//! request that never left a stale pooled connection is retried once on another one.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 use super::ProxyError;
 use crate::config::Upstream;
-use crate::identity::hex;
 
 /// How long an idle pooled upstream connection is kept (nginx keepalive_timeout's default is 60 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a pool drops the connections idle for longer than that.
+const POOL_SWEEP: Duration = Duration::from_secs(15);
 /// Idle connections kept per upstream: enough for a busy single upstream (HAProxy/Caddy-like).
-const POOL_MAX_IDLE_PER_UPSTREAM: usize = 1024;
-/// Marks a URI authority that encodes a unix socket path (hex) rather than host:port.
-const UNIX_SUFFIX: &str = ".unix.gatehouse";
+const POOL_MAX_IDLE: usize = 1024;
 
-/// The shared upstream client.
-#[derive(Clone)]
+/// A request body sent upstream: the client's, or none (a request the proxy makes itself).
+pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+
+/// The pools of every upstream seen so far, shared by all snapshots.
+#[derive(Default)]
 pub struct Upstreams {
-    client: Client<Connector, Incoming>,
+    pools: Mutex<HashMap<Upstream, Arc<Pool>>>,
 }
 
-impl Default for Upstreams {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A snapshot's handle on the pool of one of its routes, resolved on the route's first request.
+pub type PoolSlot = OnceLock<Arc<Pool>>;
 
 impl Upstreams {
     pub fn new() -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_UPSTREAM)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(Connector);
-        Self { client }
+        Self::default()
     }
 
-    /// Sends `req` to `upstream` for `target` (the normalized path and the query), waiting at
-    /// most `timeout` for the response head.
-    pub async fn send(
-        &self,
-        upstream: &Upstream,
-        timeout: Duration,
-        target: &str,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        *req.uri_mut() = upstream_uri(upstream, target)?;
-        *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Ok(res)) => Ok(res),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnavailable(error_chain(&e))),
-            Ok(Err(e)) => Err(ProxyError::BadUpstreamResponse(error_chain(&e))),
+    /// The pool for `upstream`; `slot` caches it, so the registry is locked once per route
+    /// and snapshot, not per request.
+    pub fn pool<'a>(&self, slot: &'a PoolSlot, upstream: &Upstream) -> &'a Arc<Pool> {
+        slot.get_or_init(|| {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .entry(upstream.clone())
+                .or_insert_with(|| Pool::new(upstream.clone()))
+                .clone()
+        })
+    }
+}
+
+/// Idle keep-alive connections to one upstream, most recently used last.
+#[derive(Debug)]
+pub struct Pool {
+    upstream: Upstream,
+    /// Held only to push or pop, never across an await.
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl Pool {
+    fn new(upstream: Upstream) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            upstream,
+            idle: Mutex::new(Vec::new()),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(sweep(Arc::downgrade(&pool)));
         }
+        pool
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle();
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() >= POOL_MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// How many idle connections are pooled (for tests and diagnostics).
+    pub fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ProxyError> {
+        let unavailable = |e: io::Error| ProxyError::UpstreamUnavailable(e.to_string());
+        let stream = match &self.upstream {
+            Upstream::Tcp { authority } => {
+                let tcp = TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unavailable)?;
+                tcp.set_nodelay(true).map_err(unavailable)?;
+                UpstreamStream::Tcp(tcp)
+            }
+            Upstream::Unix(path) => {
+                UpstreamStream::Unix(UnixStream::connect(path).await.map_err(unavailable)?)
+            }
+        };
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::UpstreamUnavailable(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %error_chain(&e), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (its URI is set here to `target`, the normalized path and the query),
+    /// waiting at most `timeout` for the response head. The connection goes back to the pool
+    /// when the returned body has been read to its end.
+    pub async fn send(
+        self: &Arc<Self>,
+        timeout: Duration,
+        target: String,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        // A target that is not a valid origin-form is a client error: a 400.
+        *req.uri_mut() = Uri::from_maybe_shared(Bytes::from(target))
+            .map_err(|_| ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace))?;
+        *req.version_mut() = http::Version::HTTP_11;
+        match tokio::time::timeout(timeout, self.exchange(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((res, sender))) => {
+                let keep = res.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+                let release = keep.then(|| (self.clone(), sender));
+                let (parts, inner) = res.into_parts();
+                Ok(Response::from_parts(parts, UpstreamBody { inner, release }))
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.take() {
+                Some(sender) => (sender, true),
+                // Boxed: the rare path would otherwise make every request's future larger.
+                None => (Box::pin(self.connect()).await?, false),
+            };
+            // A connection that just finished a response may not have said so yet.
+            if let Err(e) = sender.ready().await {
+                match reused {
+                    true => continue,
+                    // Accepted, then closed or garbled before any request: as nginx's
+                    // "upstream prematurely closed connection", a 502.
+                    false => return Err(ProxyError::BadUpstreamResponse(error_chain(&e))),
+                }
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok((res, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection was stale. Try another one.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(ProxyError::BadUpstreamResponse(error_chain(e.error()))),
+                },
+            }
+        }
+    }
+}
+
+/// Drops connections idle for longer than `POOL_IDLE_TIMEOUT`, until the pool is gone.
+async fn sweep(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(POOL_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        pool.idle()
+            .retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT);
     }
 }
 
@@ -83,63 +229,54 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `http://<authority><target>`; for unix sockets the authority carries the hex path. The
-/// authority was validated at load, so a failure can only come from the target: a 400.
-fn upstream_uri(upstream: &Upstream, target: &str) -> Result<Uri, ProxyError> {
-    let text = match upstream {
-        Upstream::Tcp { authority } => format!("http://{authority}{target}"),
-        Upstream::Unix(path) => {
-            format!(
-                "http://{}{UNIX_SUFFIX}{target}",
-                hex(path.as_os_str().as_encoded_bytes())
-            )
+/// An upstream response body; its connection goes back to the pool once the body has been
+/// read to its end. A body dropped before its end takes the connection with it (hyper
+/// closes it), as does a `101 Switching Protocols`.
+pub struct UpstreamBody {
+    inner: Incoming,
+    release: Option<(Arc<Pool>, SendRequest<RequestBody>)>,
+}
+
+impl UpstreamBody {
+    fn release_if_done(&mut self, done: bool) {
+        if (done || self.inner.is_end_stream())
+            && let Some((pool, sender)) = self.release.take()
+        {
+            pool.put(sender);
         }
-    };
-    text.parse()
-        .map_err(|_| ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace))
+    }
 }
 
-fn unix_path(host: &str) -> Option<PathBuf> {
-    let hex = host.strip_suffix(UNIX_SUFFIX)?;
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect();
-    Some(PathBuf::from(String::from_utf8(bytes?).ok()?))
-}
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-/// Connects to TCP or unix-socket upstreams, as the URI says.
-#[derive(Clone, Copy, Debug)]
-pub struct Connector;
-
-type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TokioIo<UpstreamStream>>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = io::Error;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release_if_done(true),
+            Poll::Ready(Some(Ok(_))) => self.release_if_done(false),
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Pending => {}
+        }
+        polled
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default();
-            if let Some(path) = unix_path(host) {
-                return Ok(TokioIo::new(UpstreamStream::Unix(
-                    UnixStream::connect(path).await?,
-                )));
-            }
-            let port = uri.port_u16().unwrap_or(80);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let tcp = TcpStream::connect((host, port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok(TokioIo::new(UpstreamStream::Tcp(tcp)))
-        })
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        self.release_if_done(false);
     }
 }
 
@@ -148,12 +285,6 @@ impl tower_service::Service<Uri> for Connector {
 pub enum UpstreamStream {
     Tcp(TcpStream),
     Unix(UnixStream),
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
 }
 
 impl AsyncRead for UpstreamStream {
@@ -217,27 +348,186 @@ impl AsyncWrite for UpstreamStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
 
-    #[test]
-    fn unix_paths_round_trip_through_the_uri() {
-        let up = Upstream::Unix(PathBuf::from(
-            "/var/run/a very/long path/to/the/upstream.sock",
-        ));
-        let uri = upstream_uri(&up, "/x?y=1").unwrap();
-        assert_eq!(uri.path_and_query().unwrap().as_str(), "/x?y=1");
-        assert_eq!(
-            unix_path(uri.host().unwrap()),
-            Some(PathBuf::from(
-                "/var/run/a very/long path/to/the/upstream.sock"
-            ))
-        );
-        let tcp = Upstream::Tcp {
-            authority: "127.0.0.1:8000".into(),
+    /// A one-connection-at-a-time upstream that answers every request with `body` and counts
+    /// the connections it accepted.
+    async fn upstream(body: &'static str) -> (Upstream, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from_static(body.as_bytes()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        let up = Upstream::Tcp {
+            authority: addr.to_string(),
         };
-        assert_eq!(
-            upstream_uri(&tcp, "/a").unwrap().to_string(),
-            "http://127.0.0.1:8000/a"
+        (up, accepted)
+    }
+
+    /// A request with an empty `Incoming` body, as the proxy would forward a GET.
+    fn get() -> Request<RequestBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+        req
+    }
+
+    async fn fetch(pool: &Arc<Pool>) -> String {
+        let res = pool
+            .send(Duration::from_secs(5), "/x?y=1".into(), get())
+            .await
+            .unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_was_read() {
+        let (up, accepted) = upstream("hello").await;
+        let upstreams = Upstreams::new();
+        let slot = PoolSlot::new();
+        let pool = upstreams.pool(&slot, &up).clone();
+        for _ in 0..5 {
+            assert_eq!(fetch(&pool).await, "hello");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+        // Another snapshot's slot for the same upstream finds the same pool.
+        let other = PoolSlot::new();
+        assert!(Arc::ptr_eq(upstreams.pool(&other, &up), &pool));
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_pool_them_all() {
+        let (up, accepted) = upstream("x").await;
+        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let held: Vec<_> = futures_join(&pool, 3).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(pool.idle_count(), 0, "bodies not read yet");
+        drop(held);
+        // Dropped before their (non-empty) end: the connections are not pooled.
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(fetch(&pool).await, "x");
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    async fn futures_join(pool: &Arc<Pool>, n: usize) -> Vec<Response<UpstreamBody>> {
+        let mut out = Vec::new();
+        let mut pending = Vec::new();
+        for _ in 0..n {
+            let pool = pool.clone();
+            pending.push(tokio::spawn(async move {
+                pool.send(Duration::from_secs(5), "/".into(), get())
+                    .await
+                    .unwrap()
+            }));
+        }
+        for p in pending {
+            out.push(p.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_replaced_without_failing_the_request() {
+        // An upstream that answers one request per connection, then closes it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = Upstream::Tcp {
+            authority: listener.local_addr().unwrap().to_string(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut tcp,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                )
+                .await;
+                // Closed without `connection: close`: the client pools it and finds it dead.
+            }
+        });
+        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        for _ in 0..3 {
+            assert_eq!(fetch(&pool).await, "ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = Upstream::Tcp {
+            authority: closed.local_addr().unwrap().to_string(),
+        };
+        drop(closed);
+        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let e = pool
+            .send(Duration::from_secs(5), "/".into(), get())
+            .await
+            .err();
+        assert!(
+            matches!(e, Some(ProxyError::UpstreamUnavailable(_))),
+            "{e:?}"
         );
-        assert_eq!(unix_path("127.0.0.1"), None);
+
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = Upstream::Tcp {
+            authority: silent.local_addr().unwrap().to_string(),
+        };
+        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let e = pool
+            .send(Duration::from_millis(200), "/".into(), get())
+            .await
+            .err();
+        assert!(matches!(e, Some(ProxyError::UpstreamTimeout)), "{e:?}");
+
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = silent.accept().await {
+                let _ = tcp.read(&mut [0u8; 1024]).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, b"NOT HTTP\r\n\r\n").await;
+            }
+        });
+        let e = pool
+            .send(Duration::from_secs(5), "/".into(), get())
+            .await
+            .err();
+        assert!(
+            matches!(e, Some(ProxyError::BadUpstreamResponse(_))),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_not_origin_form_is_a_400() {
+        let (up, _) = upstream("x").await;
+        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let e = pool
+            .send(Duration::from_secs(5), "/a b".into(), get())
+            .await
+            .err();
+        assert!(matches!(e, Some(ProxyError::BadPath(_))), "{e:?}");
     }
 }

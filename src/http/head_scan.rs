@@ -10,6 +10,10 @@ const NAME_MAX: usize = 18;
 #[derive(Debug, Default, Clone)]
 pub struct HeadScan {
     name: [u8; NAME_MAX],
+    /// Bytes of the current line in `name`; they stop at `NAME_MAX` or at a first byte that
+    /// no wanted name starts with.
+    name_len: usize,
+    /// Non-CR bytes seen in the current line, counted up to `NAME_MAX + 1`.
     line_len: usize,
     lines: usize,
     ended: bool,
@@ -24,39 +28,53 @@ impl HeadScan {
     }
 
     /// Feeds bytes read from the connection; bytes after the end of the head are ignored.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.ended {
-                return;
-            }
-            match b {
-                b'\r' => {}
-                b'\n' => {
-                    // An empty line ends the head (empty lines before the request line are skipped).
-                    if self.line_len == 0 && self.lines > 0 {
-                        self.ended = true;
-                    } else if self.line_len > 0 {
-                        self.lines += 1;
-                    }
-                    self.line_len = 0;
+    /// Only the first `NAME_MAX` bytes of a line are looked at one by one; the rest of the
+    /// line is skipped to its `\n` with `memchr`.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !self.ended && !bytes.is_empty() {
+            let end = memchr::memchr(b'\n', bytes);
+            let line = &bytes[..end.unwrap_or(bytes.len())];
+            for &b in line {
+                if self.line_len > NAME_MAX {
+                    break;
                 }
-                _ => {
-                    if self.line_len < NAME_MAX {
-                        self.name[self.line_len] = b.to_ascii_lowercase();
-                    }
+                if b == b'\r' {
+                    continue;
+                }
+                let b = b.to_ascii_lowercase();
+                // Only `content-length:` and `transfer-encoding:` matter.
+                let wanted = self.name_len == self.line_len
+                    && self.name_len < NAME_MAX
+                    && (self.name_len > 0 || b == b'c' || b == b't');
+                if wanted {
+                    self.name[self.name_len] = b;
+                    self.name_len += 1;
                     self.line_len += 1;
-                    if self.lines > 0 {
-                        match &self.name[..self.line_len.min(NAME_MAX)] {
-                            b"content-length:" if self.line_len == 15 => self.content_length = true,
-                            b"transfer-encoding:" if self.line_len == 18 => {
-                                self.transfer_encoding = true
-                            }
-                            _ => {}
-                        }
-                    }
+                } else {
+                    // Past the name, or not a wanted one: skip the rest of the line.
+                    self.line_len = NAME_MAX + 1;
                 }
             }
+            let Some(end) = end else { return };
+            self.end_line();
+            bytes = &bytes[end + 1..];
         }
+    }
+
+    fn end_line(&mut self) {
+        // An empty line ends the head (empty lines before the request line are skipped).
+        if self.line_len == 0 {
+            self.ended = self.lines > 0;
+            return;
+        }
+        if self.lines > 0 {
+            let name = &self.name[..self.name_len];
+            self.content_length |= name.starts_with(b"content-length:");
+            self.transfer_encoding |= name.starts_with(b"transfer-encoding:");
+        }
+        self.lines += 1;
+        self.line_len = 0;
+        self.name_len = 0;
     }
 
     /// Did the head carry both framing headers?
@@ -126,6 +144,13 @@ mod tests {
                 &["POST / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n"],
                 false,
             ),
+            // Pieces of earlier lines never combine into a name.
+            (
+                &[
+                    "POST / HTTP/1.1\r\nCxxxxxxxxength: 1\r\ncontent-l\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ],
+                false,
+            ),
             // The request line is not a header.
             (
                 &["content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"],
@@ -138,6 +163,17 @@ mod tests {
         ];
         for (chunks, want) in cases {
             assert_eq!(scan(chunks), *want, "{chunks:?}");
+            // Any split, and byte by byte, gives the same answer.
+            let whole = chunks.concat();
+            for i in 0..=whole.len() {
+                let (a, b) = whole.split_at(i);
+                assert_eq!(scan(&[a, b]), *want, "split at {i}: {whole:?}");
+            }
+            let mut s = HeadScan::default();
+            for b in whole.as_bytes() {
+                s.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(s.ambiguous_length(), *want, "byte by byte: {whole:?}");
         }
     }
 

@@ -33,6 +33,11 @@ fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
 /// (a WebSocket handshake being passed through), `Upgrade` and `Connection: upgrade` stay.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names is cheaper than eight removals.
+    let hop = standard_hop_by_hop();
+    if !keep_upgrade && !headers.keys().any(|k| hop.contains(&k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -46,7 +51,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in standard_hop_by_hop() {
+    for name in hop {
         if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
             continue;
         }
@@ -91,23 +96,32 @@ pub fn apply_underscores(
 }
 
 /// `x-forwarded-proto: https`, the peer appended to `x-forwarded-for`, an `x-request-id`.
+/// `peer` is the client's address as a header value, made once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     request_id: impl FnOnce() -> HeaderValue,
 ) {
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    let peer = peer.to_canonical().to_string();
-    let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
+    let joined = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            HeaderValue::from_bytes(&[prev, b", ", peer.as_bytes()].concat()).ok()
+        }
+        _ => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Some(v) = joined {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, request_id());
     }
+}
+
+/// The peer's address as an `x-forwarded-for` element (IPv4-mapped IPv6 shown as IPv4).
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    // An IP address in text is always a valid header value.
+    HeaderValue::from_str(&peer.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Applies the XFCC mode. `element` is this hop's XFCC element when a client certificate
@@ -242,18 +256,38 @@ mod tests {
             ("x-forwarded-proto", "http"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), || {
+        set_forwarded(&mut h, &peer_value("127.0.0.1".parse().unwrap()), || {
             HeaderValue::from_static("id-1")
         });
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-request-id"], "id-1");
         let mut h = map(&[("x-request-id", "mine")]);
-        set_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), || {
-            HeaderValue::from_static("new")
-        });
+        set_forwarded(
+            &mut h,
+            &peer_value("::ffff:10.1.2.3".parse().unwrap()),
+            || HeaderValue::from_static("new"),
+        );
         assert_eq!(h["x-request-id"], "mine");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        // An empty or blank previous value is replaced, not joined.
+        let mut h = map(&[("x-forwarded-for", "  ")]);
+        set_forwarded(&mut h, &peer_value("::1".parse().unwrap()), || {
+            HeaderValue::from_static("id")
+        });
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed_and_others_are_untouched() {
+        for name in standard_hop_by_hop() {
+            let mut h = map(&[(name.as_str(), "x"), ("x-kept", "1")]);
+            remove_hop_by_hop(&mut h, false);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut h = map(&[("x-kept", "1"), ("host", "a"), ("x-forwarded-for", "b")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 3);
     }
 
     fn identity() -> PeerIdentity {

@@ -19,7 +19,7 @@ use http_body_util::{Either, Full};
 pub use view::{ConnInfo, RequestView};
 
 /// Every response body the proxy sends: an upstream's streamed body, or one it made itself.
-pub type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<forward::UpstreamBody, Full<Bytes>>;
 
 /// Why the proxy answered a request itself, classified by who caused it. The same value
 /// picks the status code and the access-log/metric reason.

@@ -5,8 +5,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -23,7 +22,7 @@ use super::forward::Upstreams;
 use super::normalize::{self, Normalized};
 use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response};
 use crate::authz::{self, Decision, DenyReason, Verdict};
-use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RequestLabels, RouteLabels};
+use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
 use crate::runtime::Runtime;
 use crate::watchdog::RequestGuard;
 use crate::{routing, tls::sni};
@@ -35,8 +34,9 @@ pub struct Shared {
     pub upstreams: Upstreams,
     pub access_log: Option<AccessLog>,
     pub metrics: Arc<Metrics>,
-    /// The `route` label of requests that matched no route.
+    /// The `route` label of requests that matched no route, and its series.
     pub unrouted: Name,
+    pub unrouted_series: OnceLock<Arc<RouteSeries>>,
 }
 
 /// Per-connection state, fixed at the end of the handshake.
@@ -46,6 +46,8 @@ pub struct Conn {
     pub tls_runtime: Arc<Runtime>,
     /// This hop's XFCC element, computed once when a client certificate was verified.
     pub xfcc: Option<HeaderValue>,
+    /// The peer's address as an `x-forwarded-for` element.
+    pub peer: HeaderValue,
 }
 
 impl Conn {
@@ -56,6 +58,7 @@ impl Conn {
             .map(|id| headers::xfcc_element(&tls_runtime.servers[info.server].uri_sans, id))
             .and_then(|e| HeaderValue::from_str(&e).ok());
         Self {
+            peer: headers::peer_value(info.peer.ip()),
             info,
             tls_runtime,
             xfcc,
@@ -70,7 +73,7 @@ struct Facts {
     logging: bool,
     host: Option<String>,
     path: Option<String>,
-    route: Option<Name>,
+    route: Option<Arc<RouteSeries>>,
     upstream: Option<String>,
     decision: Option<&'static str>,
     policy: Option<String>,
@@ -122,7 +125,7 @@ pub async fn handle(
         status: res.status().as_u16(),
         bytes: 0,
         duration_ms: 0.0,
-        route: facts.route.as_ref().map(|r| r.to_string()),
+        route: facts.route.as_ref().map(|r| r.route.to_string()),
         upstream: facts.upstream,
         decision: facts.decision,
         policy: facts.policy,
@@ -130,7 +133,12 @@ pub async fn handle(
     let pending = Pending {
         shared: shared.clone(),
         start,
-        route: facts.route.unwrap_or_else(|| shared.unrouted.clone()),
+        series: facts.route.unwrap_or_else(|| {
+            shared
+                .unrouted_series
+                .get_or_init(|| Arc::new(shared.metrics.route_series(&shared.unrouted, false)))
+                .clone()
+        }),
         code: res.status().as_u16(),
         record,
     };
@@ -216,9 +224,14 @@ async fn serve(
     if !decision.is_allowed() {
         return Err(ProxyError::Denied);
     }
-    let (_, route) =
+    let (index, route) =
         routing::select(&rt.config.routes, Some(host), &path).ok_or(ProxyError::NoRoute)?;
-    facts.route = Some(route.name.clone());
+    let state = &rt.routes[index];
+    let series = state
+        .series
+        .get_or_init(|| Arc::new(shared.metrics.route_series(&route.name, true)))
+        .clone();
+    facts.route = Some(series.clone());
     if facts.logging {
         facts.upstream = Some(route.upstream.to_string());
     }
@@ -231,26 +244,20 @@ async fn serve(
     let upgrade = parts.version == http::Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.insert(header::HOST, host_header.clone());
-    headers::set_forwarded(&mut parts.headers, conn.info.peer.ip(), request_id);
+    headers::set_forwarded(&mut parts.headers, &conn.peer, request_id);
     headers::apply_xfcc(
         &mut parts.headers,
         proxy.forward_client_cert,
         conn.xfcc.as_ref(),
     );
 
-    let mut up_req = Request::from_parts(parts, body);
+    let mut up_req = Request::from_parts(parts, Either::Left(body));
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
     let sent = Instant::now();
-    let mut res = shared
-        .upstreams
-        .send(&route.upstream, route.timeout, &target, up_req)
-        .await?;
-    shared
-        .metrics
+    let pool = shared.upstreams.pool(&state.pool, &route.upstream);
+    let mut res = pool.send(route.timeout, target, up_req).await?;
+    series
         .upstream_duration
-        .get_or_create(&RouteLabels {
-            route: route.name.clone(),
-        })
         .observe(sent.elapsed().as_secs_f64());
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -333,33 +340,48 @@ fn redirect_307(path: &str, query: Option<&str>) -> Response<ProxyBody> {
     }
 }
 
-/// A random-looking UUIDv4-shaped id: 128 bits from the process's SipHash keys and a counter.
+/// A random UUIDv4 (RFC 9562) for `x-request-id`: wyrand, per thread, seeded from the
+/// process's random SipHash keys. Unique and unguessable enough for tracing, not a secret.
 fn request_id() -> HeaderValue {
+    use std::cell::Cell;
     use std::hash::{BuildHasher, RandomState};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    thread_local!(static KEYS: RandomState = RandomState::new());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let (a, b) = KEYS.with(|k| (k.hash_one(n), k.hash_one(!n)));
-    // RFC 9562: version 4 in bits 76..80, variant 0b10 in bits 62..64.
-    let v = (u128::from(a) << 64) | u128::from(b);
+    thread_local!(static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u8)));
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+            s.set(x);
+            let m = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+            (m as u64) ^ ((m >> 64) as u64)
+        })
+    };
+    let v = (u128::from(next()) << 64) | u128::from(next());
+    // Version 4 in bits 76..80, variant 0b10 in bits 62..64.
     let v = (v & !(0xf << 76)) | (0x4 << 76);
     let v = (v & !(0x3 << 62)) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (v >> 96) as u32,
-        (v >> 80) as u16,
-        (v >> 64) as u16,
-        (v >> 48) as u16,
-        v & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&uuid_text(v)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `8-4-4-4-12` lowercase hex.
+fn uuid_text(v: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in v.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
+    }
+    out
 }
 
 /// What is recorded when the response body is done: metrics, and the access-log line.
 struct Pending {
     shared: Arc<Shared>,
     start: Instant,
-    route: Name,
+    series: Arc<RouteSeries>,
     code: u16,
     record: Option<Record>,
 }
@@ -410,20 +432,39 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let Some(p) = self.pending.take() else { return };
         let elapsed = p.start.elapsed();
-        let m = &p.shared.metrics;
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: p.route.clone(),
-                code: p.code,
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteLabels { route: p.route })
-            .observe(elapsed.as_secs_f64());
+        p.shared
+            .metrics
+            .count_request(&p.series, p.code, elapsed.as_secs_f64());
         if let (Some(mut record), Some(log)) = (p.record, &p.shared.access_log) {
             record.bytes = self.bytes;
             record.duration_ms = elapsed.as_secs_f64() * 1000.0;
             log.emit(&record);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_text_places_every_nibble() {
+        let v = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(&uuid_text(v), b"01234567-89ab-cdef-fedc-ba9876543210");
+        assert_eq!(&uuid_text(0), b"00000000-0000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| request_id().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let b = id.as_bytes();
+            assert_eq!(b.len(), 36, "{id}");
+            assert_eq!(b[14], b'4', "version: {id}");
+            assert!(b"89ab".contains(&b[19]), "variant: {id}");
         }
     }
 }
