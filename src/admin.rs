@@ -13,20 +13,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::runtime::Runtime;
 use crate::server::Handle;
 
-pub async fn serve(listener: TcpListener, handle: Handle, mut stop: watch::Receiver<bool>) {
+/// Serves the admin endpoints until aborted. It takes no part in the drain (the drain waits
+/// for connections only): it stays up while draining, so `/readyz` can say 503, and is
+/// aborted when the server returns.
+pub async fn serve(listener: TcpListener, handle: Handle) {
     loop {
-        let tcp = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(_) => continue,
-            },
-            // Admin stays up while draining (so /readyz can say 503) until the server returns.
-            _ = stop.changed() => std::future::pending().await,
+        let Ok((tcp, _)) = listener.accept().await else {
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
         };
         let handle = handle.clone();
         tokio::spawn(async move {

@@ -9,6 +9,7 @@
 //! its policies and routes); an invalid one is logged and counted, and nothing changes.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::runtime::Runtime;
+use crate::tls::credentials::CREDENTIAL_DIR_NAMES;
 
 /// Quiet time after the last file event before reloading: lets a cert and its key, written
 /// one after the other, land together (cert-manager and kubelet write within milliseconds).
@@ -130,6 +132,35 @@ pub fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// The file names whose changes matter in the watched directories: the config file, every
+/// file it names, every name a `credential_dir` is read for, and (by prefix, see
+/// [`is_relevant`]) Kubernetes' `..data` swap. Anything else in those directories, such as
+/// a log file written next to the config, must not trigger a reload.
+pub fn watched_names(rt: &Runtime) -> BTreeSet<OsString> {
+    let mut names: BTreeSet<OsString> = BTreeSet::new();
+    names.extend(rt.source.file_name().map(OsString::from));
+    for s in &rt.servers {
+        names.extend(
+            s.files
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(OsString::from),
+        );
+        if let crate::config::Credentials::Dir(_) = &s.config.credentials {
+            names.extend(CREDENTIAL_DIR_NAMES.iter().map(OsString::from));
+        }
+    }
+    names
+}
+
+/// Does a change to `path` (in a watched directory) matter? Names starting with `..` are
+/// the Kubernetes atomic writer's (`..data`, `..2026_11_23_...`), which swaps every file of
+/// a mounted secret or ConfigMap at once.
+pub fn is_relevant(path: &Path, names: &BTreeSet<OsString>) -> bool {
+    path.file_name()
+        .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+}
+
 /// Starts reloading: SIGHUP always, file changes when `watch` is set. The watches and the
 /// signal handler are in place when this returns (a change right after startup is not
 /// missed); the returned task runs until aborted.
@@ -138,7 +169,14 @@ pub fn spawn(reloader: Arc<Reloader>, watch: bool) -> tokio::task::JoinHandle<()
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| tracing::warn!(error = %e, "SIGHUP handler unavailable"))
         .ok();
-    let mut watcher = if watch { start_watcher(&tx) } else { None };
+    let names = Arc::new(ArcSwap::from_pointee(watched_names(
+        &reloader.runtime.load(),
+    )));
+    let mut watcher = if watch {
+        start_watcher(&tx, names.clone())
+    } else {
+        None
+    };
     let mut watching = BTreeSet::new();
     if let Some(w) = watcher.as_mut() {
         rewatch(
@@ -147,13 +185,14 @@ pub fn spawn(reloader: Arc<Reloader>, watch: bool) -> tokio::task::JoinHandle<()
             watched_dirs(&reloader.runtime.load()),
         );
     }
-    tokio::spawn(reload_loop(reloader, watcher, watching, hup, rx))
+    tokio::spawn(reload_loop(reloader, watcher, watching, names, hup, rx))
 }
 
 async fn reload_loop(
     reloader: Arc<Reloader>,
     mut watcher: Option<Box<dyn Watcher + Send>>,
     mut watching: BTreeSet<PathBuf>,
+    names: Arc<ArcSwap<BTreeSet<OsString>>>,
     mut hup: Option<tokio::signal::unix::Signal>,
     mut rx: mpsc::UnboundedReceiver<()>,
 ) {
@@ -169,11 +208,9 @@ async fn reload_loop(
         let r = reloader.clone();
         let _ = tokio::task::spawn_blocking(move || r.reload(cause)).await;
         if let Some(w) = watcher.as_mut() {
-            rewatch(
-                w.as_mut(),
-                &mut watching,
-                watched_dirs(&reloader.runtime.load()),
-            );
+            let rt = reloader.runtime.load();
+            names.store(Arc::new(watched_names(&rt)));
+            rewatch(w.as_mut(), &mut watching, watched_dirs(&rt));
         }
     }
 }
@@ -189,12 +226,23 @@ async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
     {}
 }
 
-fn start_watcher(tx: &mpsc::UnboundedSender<()>) -> Option<Box<dyn Watcher + Send>> {
+fn start_watcher(
+    tx: &mpsc::UnboundedSender<()>,
+    names: Arc<ArcSwap<BTreeSet<OsString>>>,
+) -> Option<Box<dyn Watcher + Send>> {
     let handler = {
         let tx = tx.clone();
         move |event: notify::Result<notify::Event>| {
-            // Our own reads show up as Access events: ignore them, or every reload would trigger the next.
-            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+            // Our own reads show up as Access events: ignore them, or every reload would
+            // trigger the next. So do writes to unrelated files, such as our own log.
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            let names = names.load();
+            // No paths (or an overflowed queue): something changed, we cannot tell what.
+            let unknown = event.paths.is_empty() || event.need_rescan();
+            if unknown || event.paths.iter().any(|p| is_relevant(p, &names)) {
                 let _ = tx.send(());
             }
         }
@@ -227,4 +275,34 @@ fn rewatch(w: &mut dyn Watcher, watching: &mut BTreeSet<PathBuf>, wanted: BTreeS
         }
     }
     *watching = wanted;
+}
+
+#[cfg(test)]
+mod relevance_tests {
+    use super::*;
+
+    #[test]
+    fn only_read_files_and_kubernetes_swaps_are_relevant() {
+        let names: BTreeSet<OsString> = ["gatehouse.toml", "server.crt", "tls.crt"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let cases = [
+            ("/etc/gatehouse/gatehouse.toml", true),
+            ("gatehouse.toml", true),
+            ("./certs/server.crt", true),
+            ("/var/run/secrets/tls/tls.crt", true),
+            ("/var/run/secrets/tls/..data", true),
+            ("/var/run/secrets/tls/..data_tmp", true),
+            ("/var/run/secrets/tls/..2026_11_23_18_00_00.123456789", true),
+            ("/etc/gatehouse/gatehouse.log", false),
+            ("/etc/gatehouse/.gatehouse.toml.swp", false),
+            ("/etc/gatehouse/gatehouse.toml~", false),
+            ("/etc/gatehouse/server.crt.tmp-write", false),
+            ("/etc/gatehouse", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(is_relevant(Path::new(path), &names), want, "{path}");
+        }
+    }
 }

@@ -122,7 +122,7 @@ pub async fn run(
         ));
     }
     if let Some(l) = listeners.admin {
-        tasks.spawn(crate::admin::serve(l, handle.clone(), stop_rx.clone()));
+        tasks.spawn(crate::admin::serve(l, handle.clone()));
     }
     drop(stop_rx);
     handle.ready.store(true, Ordering::SeqCst);

@@ -501,3 +501,53 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let code = exited.wait();
     assert!(code.success(), "{code:?}");
 }
+
+#[tokio::test]
+async fn unrelated_files_next_to_the_config_do_not_trigger_reloads() {
+    let (pki, client, echo) = test_com().await;
+    let cfg = config(&pki, &["test.com"], echo, "", "");
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    // A log written next to the config and the certificates (`run > gatehouse.log` there) and
+    // an editor's swap file: neither is a file gatehouse reads.
+    for i in 0..10 {
+        std::fs::write(pki.path("gatehouse.log"), format!("line {i}\n")).unwrap();
+        std::fs::write(pki.path(".gatehouse.toml.swp"), "x").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Longer than the debounce's limit (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(proxy.metric("gatehouse_reloads_total{result=\"ok\"}"), 0.0);
+    assert_eq!(
+        proxy.metric("gatehouse_reloads_total{result=\"error\"}"),
+        0.0
+    );
+    // A file it reads still reloads.
+    let renewed = pki.server("server", &["test.com"]);
+    wait_for_leaf(&proxy, &opts, &renewed, Duration::from_secs(3)).await;
+    assert!(proxy.metric("gatehouse_reloads_total{result=\"ok\"}") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_admin_listener_and_no_connections_exits_at_once() {
+    let (pki, _client, echo) = test_com().await;
+    let admin = free_port();
+    let cfg = config(&pki, &["test.com"], echo, "", "").replace(
+        "[[server]]",
+        "[proxy]\ndrain_timeout = \"20s\"\n\n[[server]]",
+    );
+    let cfg = cfg.replace(
+        "[listen]\n",
+        &format!("[listen]\nadmin = \"127.0.0.1:{admin}\"\n"),
+    );
+    let (mut gh, _addr) = start_binary(&pki, &cfg).await;
+    let started = std::time::Instant::now();
+    // `wait` allows 10 s: far less than the 20 s drain_timeout a held-open drain would take.
+    let code = terminate(&mut gh).wait();
+    assert!(code.success(), "{code:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -100,6 +100,11 @@ pub fn load(creds: &Credentials, provider: &CryptoProvider) -> Result<Material, 
 
 type Resolved = (PathBuf, PathBuf, Option<PathBuf>, Vec<PathBuf>);
 
+/// Every file name a `credential_dir` is read for (in [`resolve_dir`]'s order of preference).
+pub const CREDENTIAL_DIR_NAMES: [&str; 8] = [
+    "cert", "tls.crt", "key", "tls.key", "cacert", "ca.crt", "crl", "ca.crl",
+];
+
 /// The Kubernetes/Istio secret layout: `cert|tls.crt`, `key|tls.key`, `cacert|ca.crt`,
 /// `crl|ca.crl`, the first name that exists winning.
 fn resolve_dir(dir: &Path) -> Result<Resolved, CredentialError> {
