@@ -199,10 +199,17 @@ impl Ca {
             sans.push(SanType::Rfc822Name(e.clone().try_into()?));
         }
         params.subject_alt_names = sans;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        // keyEncipherment only where the key can encipher (RSA); RFC 5480 and RFC 8410 rule
+        // it out for ECDSA and Ed25519 keys.
+        params.key_usages = match spec.key_type {
+            KeyType::Rsa2048 | KeyType::Rsa4096 => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::Ed25519 => {
+                vec![KeyUsagePurpose::DigitalSignature]
+            }
+        };
         params.extended_key_usages = match spec.usage {
             Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],

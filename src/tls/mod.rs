@@ -33,6 +33,10 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// How long a connection whose handshake failed is kept half-open so the client reads the
+/// alert (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// TLS alert `unrecognized_name` (112), fatal, as a plaintext record.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
@@ -43,7 +47,7 @@ pub async fn accept<IO>(
     timeout: Duration,
 ) -> Result<Accepted<IO>, Failure>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut chosen = None;
     match tokio::time::timeout(timeout, handshake(io, runtime, &mut chosen)).await {
@@ -62,7 +66,7 @@ async fn handshake<IO>(
     chosen: &mut Option<usize>,
 ) -> Result<Accepted<IO>, Failure>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let fail = |outcome, server, detail: String| Failure {
         outcome,
@@ -95,10 +99,17 @@ where
         ));
     };
     *chosen = Some(index);
-    let stream = start
+    let stream = match start
         .into_stream(server.rustls.clone())
+        .into_fallible()
         .await
-        .map_err(|e| fail(verifier::classify_io(&e), Some(index), e.to_string()))?;
+    {
+        Ok(stream) => stream,
+        Err((e, io)) => {
+            tokio::spawn(linger(io));
+            return Err(fail(verifier::classify_io(&e), Some(index), e.to_string()));
+        }
+    };
     let identity = match stream
         .get_ref()
         .1
@@ -120,4 +131,21 @@ where
         sni,
         identity,
     })
+}
+
+/// After a failed handshake, whose alert has been sent: stop writing, then read and drop
+/// what the client still sends until it closes, for at most [`LINGER`]. A TLS 1.3 client
+/// sends its request right after its certificate, without waiting; closing with that data
+/// unread makes the kernel answer with a reset, which the client reports instead of the
+/// alert (curl: "getpeername() failed" rather than "certificate required").
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO) {
+    use tokio::io::AsyncReadExt;
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 2048];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = io.read(&mut sink).await
+            && n > 0
+        {}
+    })
+    .await;
 }

@@ -479,3 +479,6 @@ pub async fn test_com() -> (TestPki, Leaf, SocketAddr) {
     let client = pki.client("spiffe://test.client");
     (pki, client, start_echo().await)
 }
+
+/// The real binary as a child process (`gatehouse cert`, `check`, `demo`, ...).
+pub mod binary;
