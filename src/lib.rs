@@ -27,6 +27,7 @@ pub mod dev;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod routing;
 pub mod runtime;

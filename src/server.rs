@@ -29,6 +29,7 @@ use crate::http::head_scan::HeadScan;
 use crate::http::service::{self, Conn, Shared};
 use crate::http::{ConnInfo, redirect};
 use crate::metrics::{HandshakeLabels, ListenerLabels, Metrics};
+use crate::proxy_protocol;
 use crate::runtime::Runtime;
 use crate::tls;
 use crate::watchdog::{Activity, Expired, Watched};
@@ -212,10 +213,6 @@ async fn serve_tls(
     // to new connections (max_connections and listeners need a restart).
     let settings = tls_runtime.config.proxy;
     let _active = Active::new(&shared.metrics, "https");
-    let accepted = tokio::select! {
-        r = tls::accept(tcp, &tls_runtime, settings.handshake_timeout) => r,
-        _ = stop.changed() => return,
-    };
     let server_label = |index: Option<usize>| match index {
         Some(i) => tls_runtime.servers[i].label.clone(),
         None => shared.unrouted.clone(),
@@ -229,6 +226,34 @@ async fn serve_tls(
                 result: outcome.as_str(),
             })
             .inc();
+    };
+    // handshake_timeout covers a PROXY protocol header and the TLS handshake together.
+    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+    let mut tcp = tcp;
+    let mut peer = peer;
+    if settings.proxy_protocol {
+        let header = tokio::select! {
+            r = tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)) => r,
+            _ = stop.changed() => return,
+        };
+        match header {
+            Ok(Ok(header)) => peer = header.source.unwrap_or(peer),
+            Ok(Err(e)) => {
+                count(server_label(None), tls::HandshakeOutcome::Error);
+                tracing::debug!(%peer, error = %e, "no valid PROXY protocol header");
+                return;
+            }
+            Err(_) => {
+                count(server_label(None), tls::HandshakeOutcome::Timeout);
+                tracing::debug!(%peer, "no PROXY protocol header within handshake_timeout");
+                return;
+            }
+        }
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let accepted = tokio::select! {
+        r = tls::accept(tcp, &tls_runtime, remaining) => r,
+        _ = stop.changed() => return,
     };
     let accepted = match accepted {
         Ok(a) => {

@@ -253,8 +253,8 @@ fn syntax_errors_name_file_line_and_column() {
     assert!(shown.contains("line 4, column"), "{shown}");
 }
 
-/// SPEC §2's "further sections, all optional", written out with their documented defaults
-/// (and `proxy_protocol` left out: gatehouse rejects `true` for now, see README), are accepted.
+/// SPEC §2's "further sections, all optional", written out with their documented defaults, are
+/// accepted.
 #[test]
 fn spec_optional_sections_with_their_defaults_are_accepted() {
     let text = std::fs::read_to_string(repo().join("config/gatehouse.toml")).unwrap()

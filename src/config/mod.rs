@@ -148,6 +148,8 @@ pub struct ProxySettings {
     pub normalization: normalize::Options,
     pub headers_with_underscores: HeadersWithUnderscores,
     pub forward_client_cert: ForwardClientCert,
+    /// The https listener expects a PROXY protocol v1/v2 header before the TLS handshake.
+    pub proxy_protocol: bool,
     pub handshake_timeout: Duration,
     pub request_header_timeout: Duration,
     pub idle_timeout: Duration,

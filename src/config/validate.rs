@@ -489,12 +489,6 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
         ForwardClientCert::SanitizeSet,
         errs,
     );
-    if proxy_protocol == Some(true) {
-        errs.push(
-            "proxy.proxy_protocol",
-            "not supported yet: remove it or set it to false",
-        );
-    }
     let dur = |v: Option<String>, name: &str, default: u64, errs: &mut Errors| match v {
         Some(t) => duration(&t, &format!("proxy.{name}"), errs).unwrap_or_default(),
         None => Duration::from_secs(default),
@@ -518,6 +512,7 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
         },
         headers_with_underscores,
         forward_client_cert,
+        proxy_protocol: proxy_protocol.unwrap_or(false),
         handshake_timeout: dur(handshake_timeout, "handshake_timeout", 10, errs),
         request_header_timeout: dur(request_header_timeout, "request_header_timeout", 10, errs),
         idle_timeout: dur(idle_timeout, "idle_timeout", 300, errs),

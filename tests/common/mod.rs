@@ -328,6 +328,14 @@ pub async fn request(
     let tls = connect(addr, sni, opts)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    request_on(tls, req).await
+}
+
+/// One request on an established TLS connection, HTTP/2 if the ALPN says so.
+pub async fn request_on(
+    tls: TlsStream<TcpStream>,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let fut = async move {
         let res = if h2 {
