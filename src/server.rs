@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,8 +20,10 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::server::TlsStream;
 
 use crate::config::{Listen, ProxySettings};
 use crate::http::access_log::AccessLog;
@@ -201,6 +204,9 @@ fn http_builder(s: &ProxySettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// One HTTPS connection: the handshake, then HTTP until the connection ends, idles out or the
+/// server drains. The handshake's state and the HTTP connection are boxed, so the task holds
+/// only what the current phase needs (one idle connection's memory is what S4 measures).
 async fn serve_tls(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -213,88 +219,17 @@ async fn serve_tls(
     // to new connections (max_connections and listeners need a restart).
     let settings = tls_runtime.config.proxy;
     let _active = Active::new(&shared.metrics, "https");
-    let server_label = |index: Option<usize>| match index {
-        Some(i) => tls_runtime.servers[i].label.clone(),
-        None => shared.unrouted.clone(),
-    };
-    let count = |server, outcome: tls::HandshakeOutcome| {
-        shared
-            .metrics
-            .handshakes
-            .get_or_create(&HandshakeLabels {
-                server,
-                result: outcome.as_str(),
-            })
-            .inc();
-    };
-    // handshake_timeout covers a PROXY protocol header and the TLS handshake together.
-    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let mut tcp = tcp;
-    let mut peer = peer;
-    if settings.proxy_protocol {
-        let header = tokio::select! {
-            r = tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)) => r,
-            _ = stop.changed() => return,
-        };
-        match header {
-            Ok(Ok(header)) => peer = header.source.unwrap_or(peer),
-            Ok(Err(e)) => {
-                count(server_label(None), tls::HandshakeOutcome::Error);
-                tracing::debug!(%peer, error = %e, "no valid PROXY protocol header");
-                return;
-            }
-            Err(_) => {
-                count(server_label(None), tls::HandshakeOutcome::Timeout);
-                tracing::debug!(%peer, "no PROXY protocol header within handshake_timeout");
-                return;
-            }
-        }
-    }
-    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let accepted = tokio::select! {
-        r = tls::accept(tcp, &tls_runtime, remaining) => r,
+    let handshake = Box::pin(handshake(tcp, peer, port, &tls_runtime, &shared));
+    let done = tokio::select! {
+        done = handshake => done,
         _ = stop.changed() => return,
     };
-    let accepted = match accepted {
-        Ok(a) => {
-            count(server_label(Some(a.server)), tls::HandshakeOutcome::Ok);
-            a
-        }
-        Err(f) => {
-            count(server_label(f.server), f.outcome);
-            tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
-            return;
-        }
-    };
-    let is_h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let info = ConnInfo {
-        peer,
-        listener_port: port,
-        sni: accepted.sni,
-        server: accepted.server,
-        identity: accepted.identity,
-    };
-    let conn = Arc::new(Conn::new(info, tls_runtime));
+    let Some(done) = done else { return };
+    let peer = done.info.peer;
+    let is_h2 = done.stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Activity::new(!is_h2);
-    let io = TokioIo::new(Watched {
-        inner: accepted.stream,
-        activity: activity.clone(),
-        scan: HeadScan::default(),
-    });
-    let svc = {
-        let activity = activity.clone();
-        service_fn(move |req| {
-            let (guard, ambiguous_length) = activity.request_started();
-            let fut = service::handle(req, conn.clone(), shared.clone(), ambiguous_length);
-            async move {
-                let res = fut.await;
-                res.map(|r| r.map(|body| body.on_drop(guard)))
-            }
-        })
-    };
     let builder = http_builder(&settings);
-    let connection = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(connection);
+    let mut connection = http_connection(&builder, done, tls_runtime, &shared, &activity);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -320,6 +255,107 @@ async fn serve_tls(
             }
         }
     }
+}
+
+/// A connection whose handshake succeeded.
+struct Handshaken {
+    stream: TlsStream<TcpStream>,
+    info: ConnInfo,
+}
+
+/// The PROXY protocol header (when configured) and the TLS handshake, within
+/// handshake_timeout together; every outcome is counted.
+async fn handshake(
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
+    port: u16,
+    tls_runtime: &Runtime,
+    shared: &Shared,
+) -> Option<Box<Handshaken>> {
+    let settings = &tls_runtime.config.proxy;
+    let server_label = |index: Option<usize>| match index {
+        Some(i) => tls_runtime.servers[i].label.clone(),
+        None => shared.unrouted.clone(),
+    };
+    let count = |server, outcome: tls::HandshakeOutcome| {
+        shared
+            .metrics
+            .handshakes
+            .get_or_create(&HandshakeLabels {
+                server,
+                result: outcome.as_str(),
+            })
+            .inc();
+    };
+    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+    if settings.proxy_protocol {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)).await {
+            Ok(Ok(header)) => peer = header.source.unwrap_or(peer),
+            Ok(Err(e)) => {
+                count(server_label(None), tls::HandshakeOutcome::Error);
+                tracing::debug!(%peer, error = %e, "no valid PROXY protocol header");
+                return None;
+            }
+            Err(_) => {
+                count(server_label(None), tls::HandshakeOutcome::Timeout);
+                tracing::debug!(%peer, "no PROXY protocol header within handshake_timeout");
+                return None;
+            }
+        }
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match tls::accept(tcp, tls_runtime, remaining).await {
+        Ok(a) => {
+            count(server_label(Some(a.server)), tls::HandshakeOutcome::Ok);
+            let info = ConnInfo {
+                peer,
+                listener_port: port,
+                sni: a.sni,
+                server: a.server,
+                identity: a.identity,
+            };
+            Some(Box::new(Handshaken {
+                stream: a.stream,
+                info,
+            }))
+        }
+        Err(f) => {
+            count(server_label(f.server), f.outcome);
+            tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// The HTTP side of a handshaken connection, on the heap. Built outside any async fn, so
+/// the values moved into it leave no copies in the connection task's state.
+fn http_connection<'b>(
+    builder: &'b auto::Builder<TokioExecutor>,
+    done: Box<Handshaken>,
+    tls_runtime: Arc<Runtime>,
+    shared: &Arc<Shared>,
+    activity: &Arc<Activity>,
+) -> Pin<Box<impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + 'b>> {
+    let Handshaken { stream, info } = *done;
+    let conn = Arc::new(Conn::new(info, tls_runtime));
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+        scan: HeadScan::default(),
+    });
+    let svc = {
+        let activity = activity.clone();
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let (guard, ambiguous_length) = activity.request_started();
+            let fut = service::handle(req, conn.clone(), shared.clone(), ambiguous_length);
+            async move {
+                let res = fut.await;
+                res.map(|r| r.map(|body| body.on_drop(guard)))
+            }
+        })
+    };
+    Box::pin(builder.serve_connection_with_upgrades(io, svc))
 }
 
 async fn accept_plain(
