@@ -26,6 +26,7 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod reload;

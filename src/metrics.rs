@@ -61,6 +61,12 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub server: String,
     pub kind: &'static str,
@@ -94,6 +100,7 @@ pub struct Metrics {
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub cert_not_after: Family<CertLabels, Gauge>,
     pub reloads: Family<ReloadLabels, Counter>,
+    pub connections_rejected: Family<RejectedLabels, Counter>,
     registry: Registry,
 }
 
@@ -110,6 +117,7 @@ impl Metrics {
             connections_active: Family::default(),
             cert_not_after: Family::default(),
             reloads: Family::default(),
+            connections_rejected: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +164,11 @@ impl Metrics {
             "gatehouse_reloads",
             "Config and certificate reloads by result",
             m.reloads.clone(),
+        );
+        registry.register(
+            "gatehouse_connections_rejected",
+            "Connections closed at accept, by listener and reason",
+            m.connections_rejected.clone(),
         );
         Arc::new(Self { registry, ..m })
     }
@@ -228,6 +241,19 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = self.reloads.get_or_create(&ReloadLabels { result });
         }
+        let _ = self.connections_rejected.get_or_create(&RejectedLabels {
+            listener: "https",
+            reason: "per_ip_limit",
+        });
+    }
+
+    /// Counts one open connection of `listener` until the guard is dropped.
+    pub fn active(&self, listener: &'static str) -> ActiveGuard {
+        let gauge = self
+            .connections_active
+            .get_or_create_owned(&ListenerLabels { listener });
+        gauge.inc();
+        ActiveGuard(gauge)
     }
 
     /// Sets the expiry gauges to the certificates of `rt` (server leaves and client CAs).
@@ -249,5 +275,15 @@ impl Metrics {
                     .set(cert.not_after);
             }
         }
+    }
+}
+
+/// One open connection in `gatehouse_connections_active`, while it lives.
+#[derive(Debug)]
+pub struct ActiveGuard(Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

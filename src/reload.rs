@@ -91,8 +91,26 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
     if old.workers != new.workers {
         changed.push("runtime.workers");
     }
-    if old.proxy.max_connections != new.proxy.max_connections {
-        changed.push("proxy.max_connections");
+    for (name, old, new) in [
+        (
+            "proxy.max_connections",
+            old.proxy.max_connections,
+            new.proxy.max_connections,
+        ),
+        (
+            "proxy.max_plaintext_connections",
+            old.proxy.max_plaintext_connections,
+            new.proxy.max_plaintext_connections,
+        ),
+        (
+            "proxy.upstream_max_connections",
+            old.proxy.upstream_max_connections,
+            new.proxy.upstream_max_connections,
+        ),
+    ] {
+        if old != new {
+            changed.push(name);
+        }
     }
     if old.log != new.log {
         changed.push("[log]");

@@ -1,26 +1,36 @@
-//! Per-connection timing and head inspection for the HTTPS listener.
+//! Per-connection and per-stream timing for the HTTPS listener.
 //!
-//! [`Activity`] counts requests in flight and remembers when the last one ended and when the
-//! bytes of a new request head started to arrive; [`Activity::watchdog`] resolves when
-//! `request_header_timeout` (from a head's first byte) or `idle_timeout` (no request in flight)
-//! has passed. [`Watched`] is the TLS stream reporting its reads, and feeding HTTP/1 head bytes
-//! to a [`HeadScan`] so a request with both `Content-Length` and `Transfer-Encoding` can be
-//! refused. Times are milliseconds since the connection started.
+//! [`Activity`] counts requests in flight and remembers when the last one ended, when the
+//! bytes of a new request head started to arrive, and (HTTP/1) when the response body last
+//! moved. [`Activity::watchdog`] resolves when `request_header_timeout` (from a head's first
+//! byte), `idle_timeout` (no request in flight) or `stream_idle_timeout` (a response body
+//! with no bytes moving: the upstream sends nothing, or the client reads nothing so hyper
+//! stops pulling) has passed; [`Activity::quiet_for`] gives a client that was sent a GOAWAY
+//! its last seconds. [`Watched`] is the TLS stream reporting its reads, and feeding HTTP/1
+//! head bytes to a [`HeadScan`] so a request with both `Content-Length` and
+//! `Transfer-Encoding` can be refused. Times are milliseconds since the connection started.
 //!
-//! Nothing on the request path wakes the watchdog: it sleeps until the earliest moment a
-//! deadline could pass given what it saw, then looks again. A head that starts later has a
-//! later deadline, so a timeout is never detected late, and a busy connection costs one timer
-//! wake-up per timeout period rather than two per request.
+//! HTTP/2 streams share a connection, so their bodies are watched one by one instead:
+//! [`StreamExecutor`] runs each stream's task and ends it (which resets the stream) when its
+//! response body has not moved for `stream_idle_timeout`, whether because the upstream is
+//! silent or because the client keeps its flow-control window shut.
+//!
+//! Nothing on the request path wakes a watchdog: it sleeps until the earliest moment a
+//! deadline could pass given what it saw, then looks again. A head or body that starts later
+//! has a later deadline, so a timeout is never detected late, and a busy connection costs one
+//! timer wake-up per timeout period rather than two per request.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::http::head_scan::HeadScan;
 
@@ -30,27 +40,64 @@ pub struct Activity {
     last_done_ms: AtomicU64,
     /// 0 = no request head in progress.
     head_started_ms: AtomicU64,
+    /// HTTP/1: when the response body in flight last moved; 0 = no body in flight.
+    body_moved_ms: AtomicU64,
     /// The head being received carried both Content-Length and Transfer-Encoding.
     ambiguous_length: AtomicBool,
     /// HTTP/1 only: HTTP/2 sends control frames on idle connections and frames its own heads.
     http1: bool,
 }
 
+/// The connection-level timeouts [`Activity::watchdog`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub head: Duration,
+    pub idle: Duration,
+    pub stream_idle: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
 pub enum Expired {
     Head,
     Idle,
+    /// HTTP/1: the response body in flight has not moved for `stream_idle_timeout`.
+    StreamIdle,
 }
 
 /// A request in flight; ends when dropped (with its response body).
 pub struct RequestGuard(Arc<Activity>);
 
+impl RequestGuard {
+    /// The response head is out and its body starts streaming.
+    pub fn body_started(&self) {
+        self.moved();
+    }
+
+    /// Bytes of the response body moved (a frame was handed to hyper).
+    pub fn moved(&self) {
+        match self.0.http1 {
+            true => self
+                .0
+                .body_moved_ms
+                .store(self.0.now_ms(), Ordering::Relaxed),
+            false => stream_moved(),
+        }
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0
-            .last_done_ms
-            .store(self.0.now_ms(), Ordering::Relaxed);
+        let now = self.0.now_ms();
+        self.0.last_done_ms.store(now, Ordering::Relaxed);
+        if self.0.http1 {
+            self.0.body_moved_ms.store(0, Ordering::Relaxed);
+        }
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
 }
 
 impl Activity {
@@ -60,6 +107,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
+            body_moved_ms: AtomicU64::new(0),
             ambiguous_length: AtomicBool::new(false),
             http1,
         })
@@ -68,6 +116,11 @@ impl Activity {
     fn now_ms(&self) -> u64 {
         // +1 so that 0 keeps meaning "not set".
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// `now_ms` counts from 1 at `base`.
+    fn instant(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms.saturating_sub(1))
     }
 
     /// A request head was parsed; returns its guard and whether its framing was ambiguous.
@@ -89,9 +142,8 @@ impl Activity {
         new_head
     }
 
-    /// Resolves when the head timeout or the idle timeout has passed.
-    pub async fn watchdog(&self, head_timeout: Duration, idle_timeout: Duration) -> Expired {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4);
+    /// Resolves when the head, idle or (HTTP/1) stream-idle timeout has passed.
+    pub async fn watchdog(&self, t: Timeouts) -> Expired {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         loop {
@@ -99,32 +151,129 @@ impl Activity {
             let now = self.now_ms();
             let head = self.head_started_ms.load(Ordering::Relaxed);
             let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-            if head != 0 && head + ms(head_timeout) <= now {
+            let body = self.body_moved_ms.load(Ordering::Relaxed);
+            if head != 0 && head + ms(t.head) <= now {
                 return Expired::Head;
             }
-            let idle_deadline = self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(idle_timeout);
+            let idle_deadline = self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(t.idle);
             if head == 0 && idle && idle_deadline <= now {
                 return Expired::Idle;
             }
-            // The earliest either deadline can pass: one not yet running starts no earlier
+            if body != 0 && body + ms(t.stream_idle) <= now {
+                return Expired::StreamIdle;
+            }
+            // The earliest any deadline can pass: one not yet running starts no earlier
             // than now.
             let head_next = match head {
-                0 if self.http1 => now + ms(head_timeout),
+                0 if self.http1 => now + ms(t.head),
                 0 => u64::MAX / 2,
-                started => started + ms(head_timeout),
+                started => started + ms(t.head),
             };
             let idle_next = if idle && head == 0 {
                 idle_deadline
             } else {
-                now + ms(idle_timeout)
+                now + ms(t.idle)
             };
-            let next = head_next.min(idle_next);
-            // `now_ms` counts from 1 at `base`.
-            sleep
-                .as_mut()
-                .reset(self.base + Duration::from_millis(next.saturating_sub(1)));
+            let body_next = match body {
+                0 if self.http1 => now + ms(t.stream_idle),
+                0 => u64::MAX / 2,
+                moved => moved + ms(t.stream_idle),
+            };
+            let next = head_next.min(idle_next).min(body_next);
+            sleep.as_mut().reset(self.instant(next));
         }
     }
+
+    /// Resolves once no request has been in flight for `grace` (counted from `since` at the
+    /// earliest): the time a client that was sent a GOAWAY gets to close by itself.
+    pub async fn quiet_for(&self, since: Instant, grace: Duration) {
+        loop {
+            let last_done = self.instant(self.last_done_ms.load(Ordering::Relaxed).max(1));
+            let quiet_since = since.max(last_done);
+            let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+            let now = Instant::now();
+            if !busy && now >= quiet_since + grace {
+                return;
+            }
+            let next = if busy {
+                now + grace
+            } else {
+                quiet_since + grace
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+// === HTTP/2 streams ===
+
+/// Where the stream task being polled on this thread keeps its body's last movement;
+/// `None` outside a stream task (HTTP/1 bodies report to their connection's [`Activity`]).
+struct StreamSlot {
+    /// `Some(last movement)` once the response body started.
+    moved: Option<Instant>,
+}
+
+thread_local! {
+    static STREAM: Cell<Option<Option<Instant>>> = const { Cell::new(None) };
+}
+
+/// Records that the response body of the stream being polled moved (or started).
+fn stream_moved() {
+    STREAM.with(|s| {
+        if s.get().is_some() {
+            s.set(Some(Some(Instant::now())));
+        }
+    });
+}
+
+/// hyper's executor for HTTP/2 stream tasks: each runs under a stream-idle watchdog. Ending a
+/// stream task drops its `SendStream`, so h2 resets the stream (`RST_STREAM(CANCEL)`) and
+/// the response body, with the upstream connection it reads from, is dropped (never pooled).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamExecutor {
+    pub stream_idle: Duration,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(watch_stream(fut, self.stream_idle));
+    }
+}
+
+async fn watch_stream<F: Future>(fut: F, idle: Duration) {
+    let mut fut = pin!(fut);
+    let mut slot = StreamSlot { moved: None };
+    // Armed once the body has started and the task is waiting: most responses finish first.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        let outer = STREAM.replace(Some(slot.moved));
+        let polled = fut.as_mut().poll(cx);
+        if let Some(moved) = STREAM.replace(outer) {
+            slot.moved = moved;
+        }
+        if polled.is_ready() {
+            return Poll::Ready(());
+        }
+        let Some(moved) = slot.moved else {
+            return Poll::Pending;
+        };
+        let deadline = moved + idle;
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                tracing::debug!("HTTP/2 response body idle for stream_idle_timeout: stream reset");
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+    })
+    .await;
 }
 
 /// The TLS stream, reporting reads to [`Activity`] and scanning HTTP/1 request heads.

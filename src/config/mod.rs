@@ -143,7 +143,7 @@ pub enum ForwardClientCert {
     AppendForward,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub normalization: normalize::Options,
     pub headers_with_underscores: HeadersWithUnderscores,
@@ -159,6 +159,26 @@ pub struct ProxySettings {
     pub h2_max_concurrent_streams: u32,
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
+    /// A body (either direction) with no bytes moving this long is aborted.
+    pub stream_idle_timeout: Duration,
+    /// Connections per client address on the https listener; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Connections on the plaintext (redirect) listener.
+    pub max_plaintext_connections: usize,
+    /// Connections per upstream, busy + idle.
+    pub upstream_max_connections: usize,
+    /// HTTP/1.1 `Upgrade` tokens passed through, lower-cased.
+    pub allowed_upgrades: Vec<String>,
+}
+
+impl ProxySettings {
+    /// Is `token` (an `Upgrade` protocol, any case, version suffix ignored) allowed?
+    pub fn upgrade_allowed(&self, token: &str) -> bool {
+        let name = token.split('/').next().unwrap_or_default().trim();
+        self.allowed_upgrades
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -144,6 +144,11 @@ pub struct RawProxy {
     pub h2_max_concurrent_streams: Option<i64>,
     pub h2_stream_window: Option<i64>,
     pub h2_connection_window: Option<i64>,
+    pub stream_idle_timeout: Option<String>,
+    pub max_connections_per_ip: Option<i64>,
+    pub max_plaintext_connections: Option<i64>,
+    pub upstream_max_connections: Option<i64>,
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

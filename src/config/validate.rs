@@ -443,6 +443,11 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
         h2_max_concurrent_streams,
         h2_stream_window,
         h2_connection_window,
+        stream_idle_timeout,
+        max_connections_per_ip,
+        max_plaintext_connections,
+        upstream_max_connections,
+        allowed_upgrades,
     } = raw;
     let mode = choice(
         path_normalization,
@@ -558,7 +563,61 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
             1_048_576,
             errs,
         ) as u32,
+        stream_idle_timeout: dur(stream_idle_timeout, "stream_idle_timeout", 300, errs),
+        max_connections_per_ip: int(
+            max_connections_per_ip,
+            "max_connections_per_ip",
+            0,
+            10_000_000,
+            0,
+            errs,
+        ) as usize,
+        max_plaintext_connections: int(
+            max_plaintext_connections,
+            "max_plaintext_connections",
+            1,
+            10_000_000,
+            1024,
+            errs,
+        ) as usize,
+        upstream_max_connections: int(
+            upstream_max_connections,
+            "upstream_max_connections",
+            1,
+            1_000_000,
+            1024,
+            errs,
+        ) as usize,
+        allowed_upgrades: upgrade_tokens(allowed_upgrades, errs),
     }
+}
+
+/// `allowed_upgrades`: HTTP tokens (RFC 9110 §5.6.2), without a version; `h2c` is refused,
+/// because passing it through lets a client speak HTTP/2 to the upstream past every check
+/// (h2c smuggling).
+fn upgrade_tokens(list: Option<Vec<String>>, errs: &mut Errors) -> Vec<String> {
+    let Some(list) = list else {
+        return vec!["websocket".to_owned()];
+    };
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut out = Vec::with_capacity(list.len());
+    for (i, token) in list.iter().enumerate() {
+        let at = format!("proxy.allowed_upgrades[{i}]");
+        if token.is_empty() || !token.bytes().all(tchar) {
+            errs.push(
+                at,
+                format!("{token:?}: expected a protocol name such as \"websocket\""),
+            );
+        } else if token.eq_ignore_ascii_case("h2c") {
+            errs.push(
+                at,
+                "\"h2c\" cannot be passed through: it would let clients speak HTTP/2 to the upstream unchecked (h2c smuggling)",
+            );
+        } else {
+            out.push(token.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 fn validate_log(raw: RawLog, errs: &mut Errors) -> LogSettings {

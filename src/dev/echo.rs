@@ -34,14 +34,17 @@ pub async fn serve(listener: TcpListener) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(async move {
-            let svc = service_fn(handle);
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                .await;
-        });
+        tokio::spawn(serve_connection(tcp));
     }
+}
+
+/// Serves one accepted connection (HTTP/1.1 or HTTP/2 prior knowledge) until it closes.
+pub async fn serve_connection(tcp: tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let svc = service_fn(handle);
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+        .await;
 }
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {

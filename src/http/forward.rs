@@ -7,8 +7,14 @@
 //! narrow: one upstream per pool (no URI keying), a connection goes back when its response
 //! body has been read to the end (no task spawned per request to wait for readiness), and a
 //! request that never left a stale pooled connection is retried once on another one.
+//!
+//! Each pool holds at most `upstream_max_connections` connections, busy and idle together
+//! (SPEC "Edge limits"): every connection owns one of the pool's slots for its whole life.
+//! A request that finds no idle connection and no free slot waits, first come first served,
+//! for either a connection handed back or a slot freed by a closed connection; the route
+//! timeout bounds the wait (then 504).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -23,33 +29,38 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::ProxyError;
+use super::body::ClientBody;
 use crate::config::Upstream;
 
 /// How long an idle pooled upstream connection is kept (nginx keepalive_timeout's default is 60 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a pool drops the connections idle for longer than that.
 const POOL_SWEEP: Duration = Duration::from_secs(15);
-/// Idle connections kept per upstream: enough for a busy single upstream (HAProxy/Caddy-like).
-const POOL_MAX_IDLE: usize = 1024;
 
-/// A request body sent upstream: the client's, or none (a request the proxy makes itself).
-pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+/// A request body sent upstream: the client's, or none (a request without a body, or one
+/// the proxy makes itself).
+pub type RequestBody = Either<ClientBody, Empty<Bytes>>;
 
 /// The pools of every upstream seen so far, shared by all snapshots.
-#[derive(Default)]
 pub struct Upstreams {
     pools: Mutex<HashMap<Upstream, Arc<Pool>>>,
+    /// `upstream_max_connections`: fixed at startup.
+    max_per_upstream: usize,
 }
 
 /// A snapshot's handle on the pool of one of its routes, resolved on the route's first request.
 pub type PoolSlot = OnceLock<Arc<Pool>>;
 
 impl Upstreams {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(max_per_upstream: usize) -> Self {
+        Self {
+            pools: Mutex::new(HashMap::new()),
+            max_per_upstream,
+        }
     }
 
     /// The pool for `upstream`; `slot` caches it, so the registry is locked once per route
@@ -59,31 +70,63 @@ impl Upstreams {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools
                 .entry(upstream.clone())
-                .or_insert_with(|| Pool::new(upstream.clone()))
+                .or_insert_with(|| Pool::new(upstream.clone(), self.max_per_upstream))
                 .clone()
         })
     }
 }
 
-/// Idle keep-alive connections to one upstream, most recently used last.
+/// The connections to one upstream: the idle ones, most recently used last, and the
+/// requests waiting for one.
 #[derive(Debug)]
 pub struct Pool {
     upstream: Upstream,
+    /// One permit per connection, busy or idle.
+    slots: Arc<Semaphore>,
     /// Held only to push or pop, never across an await.
-    idle: Mutex<Vec<Idle>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Idle>,
+    /// Requests waiting for a connection to be handed back, oldest first.
+    waiters: VecDeque<oneshot::Sender<Conn>>,
+}
+
+/// One upstream connection and the pool slot it occupies.
+#[derive(Debug)]
+pub struct Conn {
+    sender: SendRequest<RequestBody>,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// The pool slot, for a connection that leaves the pool for good (an upgraded tunnel
+    /// keeps counting against `upstream_max_connections` until it closes).
+    pub fn into_slot(self) -> OwnedSemaphorePermit {
+        self.slot
+    }
 }
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
 }
 
+/// Where a connection for a request came from.
+enum Got {
+    Pooled(Conn),
+    Slot(OwnedSemaphorePermit),
+}
+
 impl Pool {
-    fn new(upstream: Upstream) -> Arc<Self> {
+    fn new(upstream: Upstream, max: usize) -> Arc<Self> {
         let pool = Arc::new(Self {
             upstream,
-            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max)),
+            state: Mutex::new(PoolState::default()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&pool)));
@@ -91,40 +134,68 @@ impl Pool {
         pool
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.idle();
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+    /// An idle connection, a free slot, or (when neither) a place in the queue.
+    fn take_or_wait(&self) -> Result<Got, oneshot::Receiver<Conn>> {
+        let mut state = self.state();
+        while let Some(entry) = state.idle.pop() {
+            if !entry.conn.sender.is_closed() {
+                return Ok(Got::Pooled(entry.conn));
             }
         }
-        None
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(Got::Slot(slot));
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push_back(tx);
+        Err(rx)
     }
 
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    /// Waits for a connection handed back or a slot freed, whichever comes first.
+    async fn wait(&self, mut handed: oneshot::Receiver<Conn>) -> Got {
+        let slots = self.slots.clone();
+        tokio::select! {
+            biased;
+            Ok(conn) = &mut handed => Got::Pooled(conn),
+            Ok(slot) = slots.acquire_owned() => {
+                // A connection handed over at the same moment goes back to the pool.
+                handed.close();
+                if let Ok(conn) = handed.try_recv() {
+                    self.put(conn);
+                }
+                Got::Slot(slot)
+            }
+        }
+    }
+
+    /// Hands a connection to the oldest waiting request, or keeps it idle.
+    fn put(&self, mut conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
-        let mut idle = self.idle();
-        if idle.len() >= POOL_MAX_IDLE {
-            idle.remove(0);
+        let mut state = self.state();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(conn) {
+                Ok(()) => return,
+                // That request gave up (timeout) or got a slot instead.
+                Err(back) => conn = back,
+            }
         }
-        idle.push(Idle {
-            sender,
+        state.idle.push(Idle {
+            conn,
             since: Instant::now(),
         });
     }
 
     /// How many idle connections are pooled (for tests and diagnostics).
     pub fn idle_count(&self) -> usize {
-        self.idle().len()
+        self.state().idle.len()
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, ProxyError> {
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, ProxyError> {
         let unavailable = |e: io::Error| ProxyError::UpstreamUnavailable(e.to_string());
         let stream = match &self.upstream {
             Upstream::Tcp { authority } => {
@@ -146,12 +217,12 @@ impl Pool {
                 tracing::debug!(error = %error_chain(&e), "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Conn { sender, slot })
     }
 
     /// Sends `req` (its URI is set here to `target`, the normalized path and the query),
-    /// waiting at most `timeout` for the response head. The connection goes back to the pool
-    /// when the returned body has been read to its end.
+    /// waiting at most `timeout` for a connection and the response head. The connection goes
+    /// back to the pool when the returned body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         timeout: Duration,
@@ -165,9 +236,11 @@ impl Pool {
         match tokio::time::timeout(timeout, self.exchange(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((res, sender))) => {
-                let keep = res.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let release = keep.then(|| (self.clone(), sender));
+            Ok(Ok((res, conn))) => {
+                let release = match res.status() {
+                    http::StatusCode::SWITCHING_PROTOCOLS => Release::Upgrade(conn),
+                    _ => Release::Pool(self.clone(), conn),
+                };
                 let (parts, inner) = res.into_parts();
                 Ok(Response::from_parts(parts, UpstreamBody { inner, release }))
             }
@@ -177,15 +250,19 @@ impl Pool {
     async fn exchange(
         &self,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), ProxyError> {
+    ) -> Result<(Response<Incoming>, Conn), ProxyError> {
         loop {
-            let (mut sender, reused) = match self.take() {
-                Some(sender) => (sender, true),
+            let got = match self.take_or_wait() {
+                Ok(got) => got,
+                Err(queued) => self.wait(queued).await,
+            };
+            let (mut conn, reused) = match got {
+                Got::Pooled(conn) => (conn, true),
                 // Boxed: the rare path would otherwise make every request's future larger.
-                None => (Box::pin(self.connect()).await?, false),
+                Got::Slot(slot) => (Box::pin(self.connect(slot)).await?, false),
             };
             // A connection that just finished a response may not have said so yet.
-            if let Err(e) = sender.ready().await {
+            if let Err(e) = conn.sender.ready().await {
                 match reused {
                     true => continue,
                     // Accepted, then closed or garbled before any request: as nginx's
@@ -193,8 +270,8 @@ impl Pool {
                     false => return Err(ProxyError::BadUpstreamResponse(error_chain(&e))),
                 }
             }
-            match sender.try_send_request(req).await {
-                Ok(res) => return Ok((res, sender)),
+            match conn.sender.try_send_request(req).await {
+                Ok(res) => return Ok((res, conn)),
                 Err(mut e) => match e.take_message() {
                     // Never written: the pooled connection was stale. Try another one.
                     Some(unsent) if reused => req = unsent,
@@ -213,8 +290,9 @@ async fn sweep(pool: Weak<Pool>) {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        pool.idle()
-            .retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT);
+        pool.state().idle.retain(|e| {
+            !e.conn.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT
+        });
     }
 }
 
@@ -231,18 +309,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// An upstream response body; its connection goes back to the pool once the body has been
 /// read to its end. A body dropped before its end takes the connection with it (hyper
-/// closes it), as does a `101 Switching Protocols`.
+/// closes it); a `101 Switching Protocols` hands it to the tunnel ([`UpstreamBody::upgraded`]).
 pub struct UpstreamBody {
     inner: Incoming,
-    release: Option<(Arc<Pool>, SendRequest<RequestBody>)>,
+    release: Release,
+}
+
+/// What becomes of the connection once the body is done.
+enum Release {
+    /// Back to the pool once the body has been read to its end.
+    Pool(Arc<Pool>, Conn),
+    /// Upgraded (101): never pooled; its slot goes to the tunnel.
+    Upgrade(Conn),
+    /// Dropped: already pooled, or closed mid-body.
+    Gone,
 }
 
 impl UpstreamBody {
     fn release_if_done(&mut self, done: bool) {
         if (done || self.inner.is_end_stream())
-            && let Some((pool, sender)) = self.release.take()
+            && matches!(self.release, Release::Pool(..))
+            && let Release::Pool(pool, conn) = std::mem::replace(&mut self.release, Release::Gone)
         {
-            pool.put(sender);
+            pool.put(conn);
+        }
+    }
+
+    /// After a `101`: the connection's pool slot, which the tunnel holds until it closes.
+    pub fn upgraded(mut self) -> Option<OwnedSemaphorePermit> {
+        match std::mem::replace(&mut self.release, Release::Gone) {
+            Release::Upgrade(conn) => Some(conn.into_slot()),
+            _ => None,
         }
     }
 }
@@ -259,7 +356,7 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => self.release_if_done(true),
             Poll::Ready(Some(Ok(_))) => self.release_if_done(false),
-            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Ready(Some(Err(_))) => self.release = Release::Gone,
             Poll::Pending => {}
         }
         polled
@@ -403,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_reused_once_its_body_was_read() {
         let (up, accepted) = upstream("hello").await;
-        let upstreams = Upstreams::new();
+        let upstreams = Upstreams::new(1024);
         let slot = PoolSlot::new();
         let pool = upstreams.pool(&slot, &up).clone();
         for _ in 0..5 {
@@ -419,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_open_connections_and_pool_them_all() {
         let (up, accepted) = upstream("x").await;
-        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let held: Vec<_> = futures_join(&pool, 3).await;
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(pool.idle_count(), 0, "bodies not read yet");
@@ -428,6 +525,43 @@ mod tests {
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(fetch(&pool).await, "x");
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_connections_are_opened_and_waiters_are_served_in_turn() {
+        let (up, accepted) = upstream("x").await;
+        let pool = Upstreams::new(2).pool(&PoolSlot::new(), &up).clone();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move { fetch(&pool).await }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), "x");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_every_slot_busy_times_out_as_504() {
+        let (up, accepted) = upstream("x").await;
+        let pool = Upstreams::new(1).pool(&PoolSlot::new(), &up).clone();
+        // The one connection stays busy: its body is never read.
+        let held = pool
+            .send(Duration::from_secs(5), "/".into(), get())
+            .await
+            .unwrap();
+        let e = pool
+            .send(Duration::from_millis(200), "/".into(), get())
+            .await
+            .err();
+        assert!(matches!(e, Some(ProxyError::UpstreamTimeout)), "{e:?}");
+        // Released by reading the body to its end: the next request reuses it.
+        let body = held.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"x");
+        assert_eq!(fetch(&pool).await, "x");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     async fn futures_join(pool: &Arc<Pool>, n: usize) -> Vec<Response<UpstreamBody>> {
@@ -469,7 +603,7 @@ mod tests {
                 // Closed without `connection: close`: the client pools it and finds it dead.
             }
         });
-        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         for _ in 0..3 {
             assert_eq!(fetch(&pool).await, "ok");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -483,7 +617,7 @@ mod tests {
             authority: closed.local_addr().unwrap().to_string(),
         };
         drop(closed);
-        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
             .send(Duration::from_secs(5), "/".into(), get())
             .await
@@ -497,7 +631,7 @@ mod tests {
         let up = Upstream::Tcp {
             authority: silent.local_addr().unwrap().to_string(),
         };
-        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
             .send(Duration::from_millis(200), "/".into(), get())
             .await
@@ -523,7 +657,7 @@ mod tests {
     #[tokio::test]
     async fn a_target_that_is_not_origin_form_is_a_400() {
         let (up, _) = upstream("x").await;
-        let pool = Upstreams::new().pool(&PoolSlot::new(), &up).clone();
+        let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
             .send(Duration::from_secs(5), "/a b".into(), get())
             .await

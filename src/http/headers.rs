@@ -73,6 +73,41 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// An HTTP/1.1 upgrade request keeps only the `Upgrade` tokens `allowed` accepts. Returns
+/// whether it still asks for an upgrade; if not, `Upgrade` and `Connection` go with the other
+/// hop-by-hop headers and the request is forwarded as an ordinary one (so `h2c` never
+/// reaches the upstream: the h2c-smuggling class).
+pub fn filter_upgrade(headers: &mut HeaderMap, allowed: impl Fn(&str) -> bool) -> bool {
+    if !is_upgrade(headers) {
+        return false;
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let kept: Vec<&str> = offered
+        .iter()
+        .map(String::as_str)
+        .filter(|t| allowed(t))
+        .collect();
+    if kept.is_empty() {
+        return false;
+    }
+    if kept.len() != offered.len() {
+        match HeaderValue::from_str(&kept.join(", ")) {
+            Ok(v) => {
+                headers.insert(header::UPGRADE, v);
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// Applies `headers_with_underscores`. `Err(name)` under `reject` names the first offender.
 pub fn apply_underscores(
     headers: &mut HeaderMap,
@@ -232,6 +267,37 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["sec-websocket-key"], "k");
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn upgrade_tokens_outside_the_allow_list_are_dropped() {
+        let websocket = |t: &str| t.eq_ignore_ascii_case("websocket");
+        for (upgrade, connection, want_upgrade, want) in [
+            ("websocket", "Upgrade", true, Some("websocket")),
+            ("WebSocket", "keep-alive, upgrade", true, Some("WebSocket")),
+            ("h2c", "Upgrade, HTTP2-Settings", false, None),
+            ("h2c, websocket", "Upgrade", true, Some("websocket")),
+            ("foo/1.0", "Upgrade", false, None),
+            // Without `Connection: upgrade` it is no upgrade at all.
+            ("websocket", "keep-alive", false, None),
+        ] {
+            let mut h = map(&[
+                ("upgrade", upgrade),
+                ("connection", connection),
+                ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+            ]);
+            let upgrading = filter_upgrade(&mut h, websocket);
+            assert_eq!(upgrading, want_upgrade, "{upgrade} / {connection}");
+            remove_hop_by_hop(&mut h, upgrading);
+            assert_eq!(
+                h.get("upgrade").map(|v| v.to_str().unwrap()),
+                want,
+                "{upgrade} / {connection}"
+            );
+            if connection.contains("HTTP2-Settings") {
+                assert!(!h.contains_key("http2-settings"), "{h:?}");
+            }
+        }
     }
 
     #[test]

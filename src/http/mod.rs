@@ -4,12 +4,14 @@
 //! plaintext listener.
 
 pub mod access_log;
+pub mod body;
 pub mod forward;
 pub mod head_scan;
 pub mod headers;
 pub mod normalize;
 pub mod redirect;
 pub mod service;
+pub mod tunnel;
 mod view;
 
 use bytes::Bytes;
@@ -45,6 +47,11 @@ pub enum ProxyError {
     MissingHost,
     /// HTTP/1 request with both Content-Length and Transfer-Encoding (a smuggling attempt).
     AmbiguousLength,
+    /// The request body turned out malformed mid-stream (bad chunk framing), or the client
+    /// went away before its end.
+    BadRequestBody,
+    /// The client sent no request body bytes for `stream_idle_timeout`.
+    RequestTimeout,
 }
 
 impl ProxyError {
@@ -53,7 +60,9 @@ impl ProxyError {
             Self::BadPath(_)
             | Self::UnderscoreHeader(_)
             | Self::MissingHost
-            | Self::AmbiguousLength => StatusCode::BAD_REQUEST,
+            | Self::AmbiguousLength
+            | Self::BadRequestBody => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::Denied => StatusCode::FORBIDDEN,
             Self::NoRoute => StatusCode::NOT_FOUND,
@@ -70,6 +79,8 @@ impl ProxyError {
             Self::UnderscoreHeader(_) => "Bad Request: header name with underscore\n",
             Self::MissingHost => "Bad Request: missing host\n",
             Self::AmbiguousLength => "Bad Request: both Content-Length and Transfer-Encoding\n",
+            Self::BadRequestBody => "Bad Request: malformed or incomplete request body\n",
+            Self::RequestTimeout => "Request Timeout: the request body stalled\n",
             Self::Misdirected => "Misdirected Request: host does not match the TLS server name\n",
             Self::Denied => "RBAC: access denied",
             Self::NoRoute => "Not Found: no route\n",

@@ -12,16 +12,17 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::access_log::{self, AccessLog, Record};
+use super::body::{BodyOutcome, BodyState, ClientBody};
 use super::forward::Upstreams;
 use super::normalize::{self, Normalized};
-use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response};
+use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
+use crate::limits::Lease;
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
 use crate::runtime::Runtime;
 use crate::watchdog::RequestGuard;
@@ -48,10 +49,12 @@ pub struct Conn {
     pub xfcc: Option<HeaderValue>,
     /// The peer's address as an `x-forwarded-for` element.
     pub peer: HeaderValue,
+    /// What the connection holds (permit, gauge, drain receiver) until it and its tunnel end.
+    pub lease: Lease,
 }
 
 impl Conn {
-    pub fn new(info: ConnInfo, tls_runtime: Arc<Runtime>) -> Self {
+    pub fn new(info: ConnInfo, tls_runtime: Arc<Runtime>, lease: Lease) -> Self {
         let xfcc = info
             .identity
             .as_ref()
@@ -62,6 +65,7 @@ impl Conn {
             info,
             tls_runtime,
             xfcc,
+            lease,
         }
     }
 }
@@ -96,6 +100,7 @@ pub async fn handle(
         logging: method.is_some(),
         ..Facts::default()
     };
+    let http1 = req.version() < http::Version::HTTP_2;
     let served = match ambiguous_length {
         // The body is never read: hyper closes the connection after this response.
         true => Err(ProxyError::AmbiguousLength),
@@ -107,7 +112,13 @@ pub async fn handle(
             if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
                 tracing::debug!(peer = %conn.info.peer, error = ?e, "request refused");
             }
-            e.response()
+            let mut res = e.response();
+            // The rest of a broken or abandoned body is unread: the connection cannot go on.
+            if http1 && matches!(e, ProxyError::BadRequestBody | ProxyError::RequestTimeout) {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
         }
     };
     let record = method.map(|method| Record {
@@ -152,7 +163,7 @@ pub async fn handle(
 
 async fn serve(
     req: Request<Incoming>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     rt: &Runtime,
     shared: &Shared,
     facts: &mut Facts,
@@ -241,7 +252,8 @@ async fn serve(
         Some(q) => format!("{path}?{q}"),
         None => path.into_owned(),
     };
-    let upgrade = parts.version == http::Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    let upgrade = parts.version == http::Version::HTTP_11
+        && headers::filter_upgrade(&mut parts.headers, |t| proxy.upgrade_allowed(t));
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.insert(header::HOST, host_header.clone());
     headers::set_forwarded(&mut parts.headers, &conn.peer, request_id);
@@ -251,11 +263,21 @@ async fn serve(
         conn.xfcc.as_ref(),
     );
 
-    let mut up_req = Request::from_parts(parts, Either::Left(body));
+    // A body is watched on its way up (stall → 408, bad framing → 400); none is sent as none.
+    let (body, body_state) = if body.is_end_stream() {
+        (Either::Right(Empty::new()), None)
+    } else {
+        let (body, state) = ClientBody::new(body, proxy.stream_idle_timeout);
+        (Either::Left(body), Some(state))
+    };
+    let mut up_req = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
     let sent = Instant::now();
     let pool = shared.upstreams.pool(&state.pool, &route.upstream);
-    let mut res = pool.send(route.timeout, target, up_req).await?;
+    let mut res = pool
+        .send(route.timeout, target, up_req)
+        .await
+        .map_err(|e| blame(e, body_state.as_deref()))?;
     series
         .upstream_duration
         .observe(sent.elapsed().as_secs_f64());
@@ -264,17 +286,28 @@ async fn serve(
         && let Some(down) = downstream_upgrade
     {
         let up = hyper::upgrade::on(&mut res);
-        tokio::spawn(async move {
-            if let (Ok(down), Ok(up)) = tokio::join!(down, up) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
-                        .await;
-            }
-        });
-        return Ok(res.map(|_| Either::Right(Full::new(Bytes::new()))));
+        let (parts, body) = res.into_parts();
+        let limits = tunnel::Limits {
+            idle: proxy.idle_timeout,
+            drain: proxy.drain_timeout,
+        };
+        tokio::spawn(tunnel::run(down, up, conn.clone(), body.upgraded(), limits));
+        return Ok(Response::from_parts(
+            parts,
+            Either::Right(Full::new(Bytes::new())),
+        ));
     }
     headers::remove_hop_by_hop(res.headers_mut(), false);
     Ok(res.map(Either::Left))
+}
+
+/// An upstream exchange that failed because of the client's body is the client's fault.
+fn blame(e: ProxyError, body: Option<&BodyState>) -> ProxyError {
+    match body.map(BodyState::outcome) {
+        Some(BodyOutcome::Malformed) => ProxyError::BadRequestBody,
+        Some(BodyOutcome::Stalled) => ProxyError::RequestTimeout,
+        _ => e,
+    }
 }
 
 /// Counts the deciding policy and every matched audit policy; logs audits.
@@ -396,7 +429,10 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
-    pub fn on_drop(mut self, guard: RequestGuard) -> Self {
+    /// Ties the request's in-flight guard to this body: the body starts streaming now, and
+    /// the connection's watchdog sees it move.
+    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
+        guard.body_started();
         self.guard = Some(guard);
         self
     }
@@ -411,10 +447,13 @@ impl Body for LoggedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+            if let Some(guard) = &self.guard {
+                guard.moved();
+            }
         }
         polled
     }

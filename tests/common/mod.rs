@@ -222,6 +222,27 @@ upstream = "http://{upstream}"
     )
 }
 
+/// The `test.com` server of [`test_com`]'s PKI (mTLS required), with `listen` lines added
+/// to `[listen]` and `rest` (routes, a `[proxy]` table, ...) after the server.
+pub fn test_com_config(pki: &TestPki, listen: &str, rest: &str) -> String {
+    format!(
+        r#"
+[listen]
+https = "127.0.0.1:0"
+{listen}
+
+[[server]]
+hosts = ["test.com"]
+cert = "{dir}/server.crt"
+key = "{dir}/server.key"
+client_ca = "{dir}/ca.crt"
+
+{rest}
+"#,
+        dir = pki.dir.path().display()
+    )
+}
+
 /// Client TLS settings.
 #[derive(Clone)]
 pub struct ClientOpts {
