@@ -213,6 +213,7 @@ impl Req {
                 sni: Some(host.to_owned()),
                 server: 0,
                 identity: Some(Arc::new(identity)),
+                chain: None,
             },
         }
     }

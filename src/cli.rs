@@ -41,7 +41,7 @@ pub enum Command {
         after_help = "Example:\n  gatehouse cert ca --out certs\n  gatehouse cert server --ca certs --out certs --dns test.com\n  gatehouse cert client --ca certs --out certs --uri spiffe://test.client"
     )]
     Cert(CertCommand),
-    /// A small httpbin-like upstream: /status/{code}, /headers, /anything, /bytes/{n}, /delay/{s}.
+    /// A small httpbin-like upstream: /status/<code>, /headers, /anything, /bytes/<n>, /delay/<s>.
     #[command(after_help = "Example:\n  gatehouse echo --listen 127.0.0.1:8000")]
     Echo(EchoArgs),
 }
@@ -70,7 +70,8 @@ pub struct AuthzArgs {
     pub method: String,
     #[arg(long, value_name = "H")]
     pub host: String,
-    /// The request path (normalized as the proxy would, query ignored).
+    /// The request target: a path, with a query if you like (admitted and normalized as the
+    /// proxy would).
     #[arg(long, value_name = "P")]
     pub path: String,
     /// A request header, repeatable.

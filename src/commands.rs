@@ -5,17 +5,17 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::authz;
 use crate::cli::{AuthzArgs, ConfigArg, EchoArgs};
 use crate::config::LogFormat;
 use crate::http::access_log::AccessLog;
-use crate::http::normalize::{self, Normalized};
+use crate::http::admission::{self, Refused};
+use crate::http::normalize;
 use crate::http::{ConnInfo, RequestView};
 use crate::identity::{self, PeerIdentity};
-use crate::runtime::Runtime;
+use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
 use crate::tls::credentials;
 
@@ -42,17 +42,18 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     };
     let result = tokio_rt.block_on(async move {
         let listeners = Listeners::bind(&rt.config.listen).await?;
+        let metrics = crate::metrics::Metrics::new();
         let access_log = match rt.config.log.access_log {
             true => Some(AccessLog::start(
                 rt.config.log.format,
                 Box::new(std::io::stdout()),
+                metrics.access_log_dropped.clone(),
             )?),
             false => None,
         };
         let watch = rt.config.reload_watch;
         let source = rt.source.clone();
-        let runtime = Arc::new(ArcSwap::from_pointee(rt));
-        let metrics = crate::metrics::Metrics::new();
+        let runtime = Published::new(rt);
         let reloader = crate::reload::Reloader::new(&source, runtime.clone(), metrics.clone());
         // Ends with the process, after `server::run` has drained.
         let _reload = crate::reload::spawn(reloader, watch);
@@ -180,30 +181,37 @@ pub fn summary(rt: &Runtime) -> String {
     out
 }
 
-/// `gatehouse authz ...`: exit 0 with ALLOW/DENY, 1 on a bad config or cert, 2 on bad arguments.
+/// `gatehouse authz ...`: the request through the proxy's own admission steps and policy
+/// engine. First line `ALLOW ...`, `DENY ...` or `REFUSED <status>: why` (the proxy answers
+/// before authorization); exit 0 for all three, 1 on a bad config or cert, 2 on bad arguments.
 pub fn authz(args: &AuthzArgs) -> ExitCode {
     let rt = match Runtime::load(&args.config) {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    let identity = match (&args.cert, &args.principal) {
+    let (identity, chain) = match (&args.cert, &args.principal) {
         (Some(path), _) => {
-            let leaf = credentials::read_chain(path)
+            let read = credentials::read_chain(path)
                 .map_err(|e| e.to_string())
                 .and_then(|chain| {
-                    identity::from_leaf(&chain[0]).map_err(|e| format!("{}: {e}", path.display()))
+                    let id = identity::from_leaf(&chain[0])
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Ok((id, chain))
                 });
-            match leaf {
-                Ok(id) => Some(Arc::new(id)),
+            match read {
+                Ok((id, chain)) => (Some(Arc::new(id)), Some(Arc::from(chain))),
                 Err(e) => return fail(&e),
             }
         }
-        (None, Some(p)) => Some(Arc::new(PeerIdentity {
-            principals: vec![p.clone()],
-            uri_sans: vec![format!("spiffe://{p}")],
-            ..PeerIdentity::default()
-        })),
-        (None, None) => None,
+        (None, Some(p)) => (
+            Some(Arc::new(PeerIdentity {
+                principals: vec![p.clone()],
+                uri_sans: vec![format!("spiffe://{p}")],
+                ..PeerIdentity::default()
+            })),
+            None,
+        ),
+        (None, None) => (None, None),
     };
     let usage = |msg: String| {
         eprintln!("gatehouse authz: {msg}");
@@ -213,6 +221,10 @@ pub fn authz(args: &AuthzArgs) -> ExitCode {
         return usage(format!("bad --method {:?}", args.method));
     };
     let mut headers = HeaderMap::new();
+    match HeaderValue::from_str(&args.host) {
+        Ok(host) => headers.insert(http::header::HOST, host),
+        Err(_) => return usage(format!("bad --host {:?}", args.host)),
+    };
     for kv in &args.headers {
         let parsed = kv.split_once('=').and_then(|(k, v)| {
             Some((
@@ -227,46 +239,77 @@ pub fn authz(args: &AuthzArgs) -> ExitCode {
             None => return usage(format!("bad --header {kv:?}: expected NAME=VALUE")),
         }
     }
-    if method == Method::OPTIONS && args.path == "*" {
-        println!("ALLOW: the proxy answers OPTIONS * itself with 204; no policy is evaluated");
-        return ExitCode::SUCCESS;
-    }
-    let raw_path = args.path.split('?').next().unwrap_or_default();
-    let (path, redirected) = match normalize::normalize(rt.config.proxy.normalization, raw_path) {
-        Ok(Normalized::Path(p)) => (p.into_owned(), false),
-        Ok(Normalized::Redirect(p)) => (p, true),
-        Err(e) => {
-            println!("DENY: the proxy answers 400 ({e})");
-            return ExitCode::SUCCESS;
+    // The SNI a client connecting to that host would send.
+    let sni = match &args.sni {
+        Some(s) => s.to_ascii_lowercase(),
+        None => {
+            let name = crate::tls::sni::strip_port(&args.host);
+            name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
         }
     };
-    let host = crate::tls::sni::strip_port(&args.host);
+    let Some((server, _)) =
+        crate::tls::sni::select(&rt.servers, |s| &s.config.hosts, Some(sni.as_str()))
+    else {
+        return usage(format!(
+            "no [[server]] serves SNI {sni:?}: the TLS handshake would fail (unknown_sni)"
+        ));
+    };
     let conn = ConnInfo {
         peer: std::net::SocketAddr::new(args.source_ip, 0),
         listener_port: rt.config.listen.https.port(),
-        sni: Some(
-            args.sni
-                .clone()
-                .unwrap_or_else(|| host.to_ascii_lowercase()),
-        ),
-        server: 0,
+        sni: Some(sni),
+        server,
         identity,
+        chain,
+    };
+    println!("{}", verdict(&rt, &method, &args.path, headers, &conn));
+    ExitCode::SUCCESS
+}
+
+/// The proxy's answer to one request, as `gatehouse authz` prints it.
+pub fn verdict(
+    rt: &Runtime,
+    method: &Method,
+    target: &str,
+    mut headers: HeaderMap,
+    conn: &ConnInfo,
+) -> String {
+    // hyper refuses what is not a request target before gatehouse sees it.
+    let Ok(uri) = target.parse::<http::Uri>() else {
+        return format!("REFUSED 400: {target:?} is not a valid request target");
+    };
+    let hosts = &rt.servers[conn.server].config.hosts;
+    let admitted = match admission::admit(
+        method,
+        &uri,
+        http::Version::HTTP_11,
+        &mut headers,
+        conn,
+        hosts,
+        &rt.config.proxy,
+    ) {
+        Ok(admitted) => admitted,
+        Err(Refused::OptionsStar) => {
+            return "ALLOW: the proxy answers OPTIONS * itself with 204; no policy is evaluated"
+                .into();
+        }
+        Err(Refused::Redirect(location)) => {
+            return format!(
+                "REFUSED 307: escaped slash in the path (escaped_slashes = \"redirect\"): location {location}"
+            );
+        }
+        Err(Refused::Error(e)) => {
+            return format!("REFUSED {}: {}", e.status().as_u16(), e.detail());
+        }
     };
     let view = RequestView {
-        method: &method,
-        host: Some(host),
-        path: &path,
+        method,
+        host: Some(admitted.host_name()),
+        path: &admitted.path,
         headers: &headers,
-        conn: &conn,
+        conn,
     };
-    let decision = authz::evaluate(&rt.config.policies, &view);
-    println!("{}", decision.explain(&rt.config.policies));
-    if redirected {
-        println!(
-            "note: the proxy first answers 307 to {path} (escaped_slashes = \"redirect\"); the decision is for that path"
-        );
-    }
-    ExitCode::SUCCESS
+    authz::evaluate(&rt.config.policies, &view).explain(&rt.config.policies)
 }
 
 /// `gatehouse echo --listen ADDR`.

@@ -25,6 +25,8 @@ pub struct PeerIdentity {
     pub cert_sha256: [u8; 32],
     /// SHA-256 of the leaf's SubjectPublicKeyInfo DER.
     pub spki_sha256: [u8; 32],
+    /// The leaf's `notAfter`, in Unix seconds.
+    pub not_after: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,7 @@ pub fn from_leaf(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
         cert_sha256: Sha256::digest(der).into(),
         spki_sha256: Sha256::digest(cert.public_key().raw).into(),
         subject: rfc2253(cert.subject()),
+        not_after: cert.validity().not_after.timestamp(),
         common_name: cert
             .subject()
             .iter_common_name()

@@ -24,6 +24,8 @@ pub struct RouteSeries {
     pub upstream_duration: Histogram,
     /// `gatehouse_requests_total{code="200"}`, the common case; other codes are looked up.
     pub ok: Option<Counter>,
+    /// `gatehouse_upstream_retries_total`.
+    pub retries: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +69,11 @@ pub struct RejectedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub server: String,
     pub kind: &'static str,
@@ -101,6 +108,9 @@ pub struct Metrics {
     pub cert_not_after: Family<CertLabels, Gauge>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub connections_rejected: Family<RejectedLabels, Counter>,
+    pub connections_closed: Family<ClosedLabels, Counter>,
+    pub upstream_retries: Family<RouteLabels, Counter>,
+    pub access_log_dropped: Counter,
     registry: Registry,
 }
 
@@ -118,6 +128,9 @@ impl Metrics {
             cert_not_after: Family::default(),
             reloads: Family::default(),
             connections_rejected: Family::default(),
+            connections_closed: Family::default(),
+            upstream_retries: Family::default(),
+            access_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -170,6 +183,21 @@ impl Metrics {
             "Connections closed at accept, by listener and reason",
             m.connections_rejected.clone(),
         );
+        registry.register(
+            "gatehouse_connections_closed",
+            "Open connections closed because their client certificate is no longer accepted",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_retries",
+            "Requests retried on a new upstream connection after a pooled one failed",
+            m.upstream_retries.clone(),
+        );
+        registry.register(
+            "gatehouse_access_log_dropped",
+            "Access-log lines dropped because stdout fell behind",
+            m.access_log_dropped.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 
@@ -184,6 +212,7 @@ impl Metrics {
             route: route.clone(),
             request_duration: self.request_duration.get_or_create(&labels).clone(),
             upstream_duration: self.upstream_duration.get_or_create(&labels).clone(),
+            retries: self.upstream_retries.get_or_create(&labels).clone(),
             ok: ok.then(|| {
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -245,6 +274,18 @@ impl Metrics {
             listener: "https",
             reason: "per_ip_limit",
         });
+        for reason in ["revoked", "cert_expired"] {
+            let _ = self
+                .connections_closed
+                .get_or_create(&ClosedLabels { reason });
+        }
+    }
+
+    /// Counts an open connection closed for `reason` (`revoked` | `cert_expired`).
+    pub fn closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { reason })
+            .inc();
     }
 
     /// Counts one open connection of `listener` until the guard is dropped.

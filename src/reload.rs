@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, ReloadLabels};
-use crate::runtime::Runtime;
+use crate::runtime::{Published, Runtime};
 use crate::tls::credentials::CREDENTIAL_DIR_NAMES;
 
 /// Quiet time after the last file event before reloading: lets a cert and its key, written
@@ -34,14 +34,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Reloads one config file into one published snapshot.
 pub struct Reloader {
     path: PathBuf,
-    runtime: Arc<ArcSwap<Runtime>>,
+    runtime: Arc<Published>,
     metrics: Arc<Metrics>,
     /// Reloads run one at a time.
     busy: Mutex<()>,
 }
 
 impl Reloader {
-    pub fn new(path: &Path, runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(path: &Path, runtime: Arc<Published>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             path: path.to_path_buf(),
             runtime,

@@ -21,6 +21,9 @@ pub struct Server {
     /// The server's name (first host) as a metric label.
     pub label: crate::metrics::Name,
     pub rustls: Arc<rustls::ServerConfig>,
+    /// The client-certificate verifier inside `rustls`, kept to re-check resumed sessions and
+    /// open connections; `None` for `client_auth = "none"`.
+    pub verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// The server certificate's URI SANs (XFCC `By=`).
     pub uri_sans: Vec<String>,
     pub certs: Vec<(CertKind, CertSummary)>,
@@ -83,12 +86,70 @@ pub enum LoadError {
     },
 }
 
+/// The published snapshot: the current [`Runtime`], swapped whole by a reload, and a signal
+/// each open connection waits on to check itself against the new one (a revoked client
+/// loses its open connections, not only its next handshake).
+#[derive(Debug)]
+pub struct Published {
+    current: arc_swap::ArcSwap<Runtime>,
+    swapped: tokio::sync::watch::Sender<u64>,
+}
+
+impl Published {
+    pub fn new(rt: Runtime) -> Arc<Self> {
+        Arc::new(Self {
+            current: arc_swap::ArcSwap::from_pointee(rt),
+            swapped: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// The current snapshot, for a moment (no reference count taken).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, to keep.
+    pub fn load_full(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new snapshot and tells every subscriber.
+    pub fn store(&self, rt: Arc<Runtime>) {
+        self.current.store(rt);
+        self.swapped.send_modify(|generation| *generation += 1);
+    }
+
+    /// Resolves (via `changed()`) after each later [`Published::store`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swapped.subscribe()
+    }
+}
+
 /// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 impl Runtime {
+    /// Would this snapshot accept the client of an open connection? The server is chosen by
+    /// the connection's SNI again, and its client-certificate checks run again at `now`: a
+    /// new CRL, a CA dropped from `client_ca`, a narrower `allowed_sans` or new pins refuse it.
+    pub fn accepts(
+        &self,
+        conn: &crate::http::ConnInfo,
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<(), verifier::HandshakeOutcome> {
+        let Some((_, server)) =
+            crate::tls::sni::select(&self.servers, |s| &s.config.hosts, conn.sni.as_deref())
+        else {
+            return Err(verifier::HandshakeOutcome::UnknownSni);
+        };
+        match &server.verifier {
+            None => Ok(()),
+            Some(v) => verifier::recheck(v.as_ref(), conn.chain.as_deref().unwrap_or(&[]), now),
+        }
+    }
+
     /// Reads and validates the config file and every file it names.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let config = config::load(path)?;
@@ -156,7 +217,7 @@ fn build_server(
         provider.clone(),
     )
     .map_err(tls_err)?;
-    let builder = match client_verifier {
+    let builder = match client_verifier.clone() {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
@@ -191,6 +252,7 @@ fn build_server(
         label: Arc::new(sc.name().to_owned()),
         config: sc.clone(),
         rustls: Arc::new(rustls_config),
+        verifier: client_verifier,
         uri_sans,
         certs,
         files: material.files,

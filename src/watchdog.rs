@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -42,8 +42,11 @@ pub struct Activity {
     head_started_ms: AtomicU64,
     /// HTTP/1: when the response body in flight last moved; 0 = no body in flight.
     body_moved_ms: AtomicU64,
-    /// The head being received carried both Content-Length and Transfer-Encoding.
-    ambiguous_length: AtomicBool,
+    /// HTTP/1 requests handed to the service so far.
+    requests: AtomicU64,
+    /// The first request (by index) whose framing is ambiguous or could not be followed:
+    /// the head scanner's verdict (`u64::MAX`: none).
+    refuse_from: AtomicU64,
     /// HTTP/1 only: HTTP/2 sends control frames on idle connections and frames its own heads.
     http1: bool,
 }
@@ -108,7 +111,8 @@ impl Activity {
             last_done_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
             body_moved_ms: AtomicU64::new(0),
-            ambiguous_length: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            refuse_from: AtomicU64::new(u64::MAX),
             http1,
         })
     }
@@ -123,23 +127,25 @@ impl Activity {
         self.base + Duration::from_millis(ms.saturating_sub(1))
     }
 
-    /// A request head was parsed; returns its guard and whether its framing was ambiguous.
+    /// A request head was parsed; returns its guard and whether its framing was ambiguous
+    /// (HTTP/1: the head scanner refused it).
     pub fn request_started(self: &Arc<Self>) -> (RequestGuard, bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
-        let ambiguous = self.ambiguous_length.swap(false, Ordering::Relaxed);
+        let ambiguous = self.http1
+            && self.requests.fetch_add(1, Ordering::Relaxed)
+                >= self.refuse_from.load(Ordering::Relaxed);
         (RequestGuard(self.clone()), ambiguous)
     }
 
-    /// Bytes arrived. Returns true when they begin a new HTTP/1 request head.
-    fn bytes_read(&self) -> bool {
+    /// Bytes arrived: with no request in flight they begin a new HTTP/1 request head.
+    fn bytes_read(&self) {
         let new_head = self.http1
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started_ms.load(Ordering::Relaxed) == 0;
         if new_head {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
         }
-        new_head
     }
 
     /// Resolves when the head, idle or (HTTP/1) stream-idle timeout has passed.
@@ -293,16 +299,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             let this = &mut *self;
-            if this.activity.bytes_read() {
-                this.scan.reset();
-            }
-            // Only head bytes: while a request is in flight, what arrives is its body.
-            if this.activity.http1 && this.activity.in_flight.load(Ordering::Relaxed) == 0 {
+            this.activity.bytes_read();
+            // Every byte, bodies and pipelined heads included: the scanner follows the framing.
+            if this.activity.http1 {
                 this.scan.feed(&buf.filled()[before..]);
-                if this.scan.ambiguous_length() {
-                    this.activity
-                        .ambiguous_length
-                        .store(true, Ordering::Relaxed);
+                if let Some(first) = this.scan.refuse_from() {
+                    this.activity.refuse_from.store(first, Ordering::Relaxed);
                 }
             }
         }

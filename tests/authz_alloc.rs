@@ -128,6 +128,7 @@ fn req(
             sni: sni.map(str::to_owned),
             server: 0,
             identity: id.map(Arc::new),
+            chain: None,
         },
     }
 }

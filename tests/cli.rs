@@ -385,10 +385,11 @@ fn authz_normalizes_like_the_proxy() {
     );
 }
 
-/// SPEC §1: the first line starts with `ALLOW` or `DENY`, whatever the path. A path the
-/// proxy refuses (400) or redirects (escaped slash, 307) is never reported as allowed.
+/// SPEC §1: the first line starts with `ALLOW`, `DENY` or `REFUSED <status>`, whatever the
+/// path. A path the proxy refuses (400) or redirects (escaped slash, 307) says so, and is
+/// never reported as allowed.
 #[test]
-fn authz_first_line_is_allow_or_deny_for_every_path() {
+fn authz_first_line_is_allow_deny_or_refused_for_every_path() {
     let setup = Setup::new();
     let mut failures = Vec::new();
     for path in [
@@ -418,10 +419,15 @@ fn authz_first_line_is_allow_or_deny_for_every_path() {
             continue;
         }
         let first = run.first_line();
-        if !(first.starts_with("ALLOW") || first.starts_with("DENY")) {
-            failures.push(format!("{path}: first line is {first:?}"));
-        } else if first.starts_with("ALLOW") {
-            failures.push(format!("{path}: ALLOW for a spelling of /status/418"));
+        let want = if path.contains("%2F") || path.contains("%2f") || path.contains("%5C") {
+            "REFUSED 307"
+        } else if path.contains("%zz") || path.contains("%00") || path.contains(' ') {
+            "REFUSED 400"
+        } else {
+            "DENY"
+        };
+        if !first.starts_with(want) {
+            failures.push(format!("{path}: first line is {first:?}, want {want}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

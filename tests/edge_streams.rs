@@ -6,9 +6,11 @@
 
 mod common;
 
+use common::upstream::{Script, scripted_upstream};
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,104 +20,7 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// How a scripted upstream answers each connection.
-#[derive(Clone, Copy)]
-enum Script {
-    /// A chunked 200 that never ends, written as fast as the proxy takes it.
-    Endless,
-    /// `content-length: 1000`, 10 bytes, then silence.
-    StallBody,
-    /// Reads the request body (counting bytes) and never answers.
-    ReadBody,
-}
-
-/// What the scripted upstream saw.
-#[derive(Default)]
-struct Seen {
-    connections: AtomicUsize,
-    body_bytes: AtomicUsize,
-    closed_at: Mutex<Option<Instant>>,
-    closed: Notify,
-}
-
-impl Seen {
-    /// Waits (bounded) until the proxy closed the upstream connection; returns when.
-    async fn closed(&self) -> Instant {
-        let wait = async {
-            loop {
-                let notified = self.closed.notified();
-                if let Some(t) = *self.closed_at.lock().unwrap() {
-                    return t;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .expect("the proxy never closed the upstream connection")
-    }
-}
-
-async fn scripted_upstream(script: Script) -> (SocketAddr, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Seen::default());
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            s.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve_script(tcp, script, s.clone()));
-        }
-    });
-    (addr, seen)
-}
-
-async fn serve_script(mut tcp: TcpStream, script: Script, seen: Arc<Seen>) {
-    // The request head.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let body_start = loop {
-        let Ok(n) = tcp.read(&mut chunk).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    match script {
-        Script::Endless => {
-            let _ = tcp
-                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-                .await;
-            let piece = [b"4000\r\n".as_slice(), &[b'x'; 0x4000], b"\r\n"].concat();
-            while tcp.write_all(&piece).await.is_ok() {}
-        }
-        Script::StallBody => {
-            let _ = tcp
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
-                .await;
-            while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
-        }
-        Script::ReadBody => {
-            seen.body_bytes
-                .fetch_add(buf.len() - body_start, Ordering::SeqCst);
-            while let Ok(n) = tcp.read(&mut chunk).await
-                && n > 0
-            {
-                seen.body_bytes.fetch_add(n, Ordering::SeqCst);
-            }
-        }
-    }
-    *seen.closed_at.lock().unwrap() = Some(Instant::now());
-    seen.closed.notify_waiters();
-}
 
 /// A proxy for `test.com`: `/status/...` goes to the echo upstream (the good client's
 /// requests), everything else to `upstream`; plus a `[proxy]` table.
@@ -320,7 +225,7 @@ async fn a_stalled_upload_gets_408_and_never_completes_upstream() {
     tx.send(Ok(Frame::data(Bytes::from_static(b"0123456789"))))
         .await
         .unwrap();
-    let body = StreamBody::new(tokio_stream_from(rx));
+    let body = StreamBody::new(ReceiverStream(rx));
     let req = http::Request::post("https://test.com/upload")
         .version(http::Version::HTTP_2)
         .body(body)
@@ -342,21 +247,6 @@ async fn a_stalled_upload_gets_408_and_never_completes_upstream() {
     assert!(seen.body_bytes.load(Ordering::SeqCst) < 1000 + 10);
     drop(tx);
     setup.good_client_served().await;
-}
-
-/// A `Stream` over an mpsc receiver (tokio-stream is not a dependency).
-fn tokio_stream_from<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {
-    struct S<T>(tokio::sync::mpsc::Receiver<T>);
-    impl<T> futures_core::Stream for S<T> {
-        type Item = T;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<T>> {
-            self.0.poll_recv(cx)
-        }
-    }
-    S(rx)
 }
 
 /// The echo upstream, counting the connections it accepts.

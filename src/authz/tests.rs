@@ -43,6 +43,7 @@ fn req() -> Req {
             sni: Some("test.com".into()),
             server: 0,
             identity: None,
+            chain: None,
         },
     }
 }

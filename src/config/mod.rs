@@ -169,6 +169,17 @@ pub struct ProxySettings {
     pub upstream_max_connections: usize,
     /// HTTP/1.1 `Upgrade` tokens passed through, lower-cased.
     pub allowed_upgrades: Vec<String>,
+    /// Also forward a verified client certificate as RFC 9440 `Client-Cert` headers.
+    pub client_cert_headers: ClientCertHeaders,
+    /// Keep client-sent `forwarded`, `x-forwarded-host/-port/-prefix` and `x-real-ip`.
+    pub trust_forwarded_headers: bool,
+}
+
+/// `client_cert_headers`: `none` | `rfc9440`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertHeaders {
+    None,
+    Rfc9440,
 }
 
 impl ProxySettings {

@@ -149,6 +149,8 @@ pub struct RawProxy {
     pub max_plaintext_connections: Option<i64>,
     pub upstream_max_connections: Option<i64>,
     pub allowed_upgrades: Option<Vec<String>>,
+    pub client_cert_headers: Option<String>,
+    pub trust_forwarded_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

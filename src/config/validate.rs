@@ -448,6 +448,8 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
         max_plaintext_connections,
         upstream_max_connections,
         allowed_upgrades,
+        client_cert_headers,
+        trust_forwarded_headers,
     } = raw;
     let mode = choice(
         path_normalization,
@@ -589,6 +591,17 @@ fn validate_proxy(raw: RawProxy, errs: &mut Errors) -> ProxySettings {
             errs,
         ) as usize,
         allowed_upgrades: upgrade_tokens(allowed_upgrades, errs),
+        client_cert_headers: choice(
+            client_cert_headers,
+            "proxy.client_cert_headers",
+            &[
+                ("none", ClientCertHeaders::None),
+                ("rfc9440", ClientCertHeaders::Rfc9440),
+            ],
+            ClientCertHeaders::None,
+            errs,
+        ),
+        trust_forwarded_headers: trust_forwarded_headers.unwrap_or(false),
     }
 }
 

@@ -6,13 +6,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 
 use super::pki::{Ca, KeyType, LeafSpec};
 use crate::http::access_log::AccessLog;
-use crate::runtime::Runtime;
+use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
 
 /// Ports; 0 picks a free one.
@@ -91,13 +88,18 @@ async fn demo(opts: &DemoOptions) -> Result<(), String> {
     }
     eprintln!("Ctrl-C to stop.");
 
-    let access_log = AccessLog::start(runtime.config.log.format, Box::new(std::io::stderr()))
-        .map_err(|e| e.to_string())?;
+    let metrics = crate::metrics::Metrics::new();
+    let access_log = AccessLog::start(
+        runtime.config.log.format,
+        Box::new(std::io::stderr()),
+        metrics.access_log_dropped.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     server::run(
         listeners,
-        Arc::new(ArcSwap::from_pointee(runtime)),
+        Published::new(runtime),
         Some(access_log),
-        crate::metrics::Metrics::new(),
+        metrics,
         crate::commands::shutdown_signal(),
     )
     .await

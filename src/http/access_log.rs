@@ -1,15 +1,17 @@
 //! The access log: one line per request, on stdout, text or JSON (SPEC "Access log").
 //! Lines are formatted on the request's task and written by one writer thread, so a slow
 //! stdout never blocks a request and no lock is taken on the request path. If the writer
-//! falls more than [`QUEUE_LINES`] behind, lines are dropped and counted, never queued
-//! without bound.
+//! falls more than [`QUEUE_LINES`] behind, lines are dropped and counted in
+//! `gatehouse_access_log_dropped_total`, never queued without bound.
+//!
+//! The text format is `key=value` pairs; a value with a space, `"`, `=` or a control
+//! character (or an empty one) is written as a JSON string, so no request can forge a field.
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::config::LogFormat;
@@ -20,6 +22,8 @@ const QUEUE_LINES: usize = 8192;
 /// One request, as logged.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
+    /// Always `request` (a refused handshake is another event).
+    pub event: &'static str,
     pub time: String,
     pub peer: IpAddr,
     pub sni: Option<String>,
@@ -41,26 +45,84 @@ impl Record {
         match format {
             LogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
             LogFormat::Text => {
-                let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-                format!(
-                    "{} peer={} sni={} principal={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} route={} upstream={} decision={} policy={}",
-                    self.time,
-                    self.peer,
-                    opt(&self.sni),
-                    opt(&self.principal),
-                    self.method,
-                    opt(&self.host),
-                    self.path,
-                    self.status,
-                    self.bytes,
-                    self.duration_ms,
-                    opt(&self.route),
-                    opt(&self.upstream),
-                    self.decision.unwrap_or("-"),
-                    opt(&self.policy),
-                )
+                let mut out = String::with_capacity(256);
+                fn opt(v: &Option<String>) -> Value<'_> {
+                    v.as_deref().map_or(Value::Missing, Value::Text)
+                }
+                let fields: [(&str, Value<'_>); 15] = [
+                    ("event", Value::Text(self.event)),
+                    ("time", Value::Text(&self.time)),
+                    ("peer", Value::Ip(self.peer)),
+                    ("sni", opt(&self.sni)),
+                    ("principal", opt(&self.principal)),
+                    ("method", Value::Text(&self.method)),
+                    ("host", opt(&self.host)),
+                    ("path", Value::Text(&self.path)),
+                    ("status", Value::Number(u64::from(self.status))),
+                    ("bytes", Value::Number(self.bytes)),
+                    ("duration_ms", Value::Millis(self.duration_ms)),
+                    ("route", opt(&self.route)),
+                    ("upstream", opt(&self.upstream)),
+                    (
+                        "decision",
+                        self.decision.map(Value::Text).unwrap_or(Value::Missing),
+                    ),
+                    ("policy", opt(&self.policy)),
+                ];
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    out.push_str(key);
+                    out.push('=');
+                    value.write(&mut out);
+                }
+                out
             }
         }
+    }
+}
+
+/// One value of a text line.
+enum Value<'a> {
+    Text(&'a str),
+    Ip(IpAddr),
+    Number(u64),
+    Millis(f64),
+    Missing,
+}
+
+impl Value<'_> {
+    fn write(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        let _ = match self {
+            Self::Text(v) => {
+                write_text(v, out);
+                Ok(())
+            }
+            Self::Ip(ip) => write!(out, "{ip}"),
+            Self::Number(n) => write!(out, "{n}"),
+            Self::Millis(ms) => write!(out, "{ms:.3}"),
+            Self::Missing => {
+                out.push('-');
+                Ok(())
+            }
+        };
+    }
+}
+
+/// A text value as is, or as a JSON string when it could be read as more than one value.
+pub fn write_text(value: &str, out: &mut String) {
+    let plain = !value.is_empty()
+        && value != "-"
+        && !value
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
+    if plain {
+        out.push_str(value);
+    } else {
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
     }
 }
 
@@ -69,20 +131,35 @@ impl Record {
 pub struct AccessLog {
     tx: SyncSender<String>,
     format: LogFormat,
-    dropped: Arc<AtomicU64>,
+    /// `gatehouse_access_log_dropped_total`.
+    dropped: Counter,
 }
 
 impl AccessLog {
-    /// Starts the writer thread on `out`.
-    pub fn start(format: LogFormat, out: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+    /// Starts the writer thread on `out`; lines it cannot take in time count in `dropped`.
+    pub fn start(
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        dropped: Counter,
+    ) -> std::io::Result<Self> {
+        Self::with_queue(format, out, dropped, QUEUE_LINES)
+    }
+
+    /// [`AccessLog::start`] with a queue of `lines` (tests make it small).
+    pub fn with_queue(
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        dropped: Counter,
+        lines: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(lines);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(&rx, out))?;
         Ok(Self {
             tx,
             format,
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
         })
     }
 
@@ -90,14 +167,9 @@ impl AccessLog {
         match self.tx.try_send(record.format(self.format)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.inc();
             }
         }
-    }
-
-    /// Lines dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -122,4 +194,103 @@ pub fn now_rfc3339() -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     now.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            event: "request",
+            time: "2026-12-07T03:00:00.000Z".into(),
+            peer: "10.0.0.1".parse().unwrap(),
+            sni: Some("test.com".into()),
+            principal: Some("test.client".into()),
+            method: "GET".into(),
+            host: Some("test.com".into()),
+            path: "/status/200".into(),
+            status: 200,
+            bytes: 12,
+            duration_ms: 1.5,
+            route: Some("0".into()),
+            upstream: Some("http://127.0.0.1:8000".into()),
+            decision: Some("allow"),
+            policy: None,
+        }
+    }
+
+    /// The `key=value` pairs of a text line, JSON strings decoded.
+    fn pairs(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = line;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=').unwrap();
+            let (value, after) = if after.starts_with('"') {
+                let mut de = serde_json::Deserializer::from_str(after).into_iter::<String>();
+                let v = de.next().unwrap().unwrap();
+                (v, &after[de.byte_offset()..])
+            } else {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            };
+            out.push((key.to_owned(), value));
+            rest = after.strip_prefix(' ').unwrap_or(after);
+        }
+        out
+    }
+
+    #[test]
+    fn text_lines_cannot_be_forged() {
+        let plain = record().format(LogFormat::Text);
+        assert_eq!(
+            plain,
+            "event=request time=2026-12-07T03:00:00.000Z peer=10.0.0.1 sni=test.com \
+             principal=test.client method=GET host=test.com path=/status/200 status=200 bytes=12 \
+             duration_ms=1.500 route=0 upstream=http://127.0.0.1:8000 decision=allow policy=-"
+        );
+        for hostile in [
+            "x decision=allow",
+            "x\" decision=\"allow",
+            "a=b",
+            "line\nbreak status=200",
+            "",
+            "-",
+            "tab\there",
+        ] {
+            let mut r = record();
+            r.host = Some(hostile.to_owned());
+            r.path = hostile.to_owned();
+            let line = r.format(LogFormat::Text);
+            assert!(!line.contains('\n'), "{line}");
+            let fields = pairs(&line);
+            assert_eq!(fields.len(), 15, "{line}");
+            assert_eq!(fields[6], ("host".into(), hostile.to_owned()), "{line}");
+            assert_eq!(fields[7], ("path".into(), hostile.to_owned()), "{line}");
+            assert_eq!(fields.iter().filter(|(k, _)| k == "decision").count(), 1);
+        }
+    }
+
+    #[test]
+    fn lines_the_writer_cannot_take_are_counted() {
+        /// A stdout that never accepts a byte.
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                std::thread::park();
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dropped = Counter::default();
+        let log =
+            AccessLog::with_queue(LogFormat::Json, Box::new(Stuck), dropped.clone(), 4).unwrap();
+        for _ in 0..20 {
+            log.emit(&record());
+        }
+        // The writer holds one line, the queue four: the rest are dropped.
+        assert!((15..=16).contains(&dropped.get()), "{}", dropped.get());
+    }
 }

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -99,6 +101,16 @@ struct PoolState {
 pub struct Conn {
     sender: SendRequest<RequestBody>,
     slot: OwnedSemaphorePermit,
+    /// Response bytes read on this connection so far (did a failed exchange get any?).
+    read: Arc<AtomicU64>,
+    /// Not reused past this: the upstream's `keep-alive: timeout=` less 1 s.
+    expires: Option<Instant>,
+}
+
+impl Conn {
+    fn reusable(&self, now: Instant) -> bool {
+        !self.sender.is_closed() && self.expires.is_none_or(|t| now < t)
+    }
 }
 
 impl Conn {
@@ -141,8 +153,9 @@ impl Pool {
     /// An idle connection, a free slot, or (when neither) a place in the queue.
     fn take_or_wait(&self) -> Result<Got, oneshot::Receiver<Conn>> {
         let mut state = self.state();
+        let now = Instant::now();
         while let Some(entry) = state.idle.pop() {
-            if !entry.conn.sender.is_closed() {
+            if entry.conn.reusable(now) {
                 return Ok(Got::Pooled(entry.conn));
             }
         }
@@ -171,9 +184,28 @@ impl Pool {
         }
     }
 
+    /// A slot for a new connection, for a retry: closes an idle connection to free one if
+    /// need be, else waits for one.
+    async fn fresh_slot(&self) -> OwnedSemaphorePermit {
+        loop {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                return slot;
+            }
+            let idle = self.state().idle.pop();
+            if idle.is_none() {
+                break;
+            }
+        }
+        match self.slots.clone().acquire_owned().await {
+            Ok(slot) => slot,
+            // The semaphore is never closed.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Hands a connection to the oldest waiting request, or keeps it idle.
     fn put(&self, mut conn: Conn) {
-        if conn.sender.is_closed() {
+        if !conn.reusable(Instant::now()) {
             return;
         }
         let mut state = self.state();
@@ -197,17 +229,22 @@ impl Pool {
 
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, ProxyError> {
         let unavailable = |e: io::Error| ProxyError::UpstreamUnavailable(e.to_string());
-        let stream = match &self.upstream {
+        let socket = match &self.upstream {
             Upstream::Tcp { authority } => {
                 let tcp = TcpStream::connect(authority.as_str())
                     .await
                     .map_err(unavailable)?;
                 tcp.set_nodelay(true).map_err(unavailable)?;
-                UpstreamStream::Tcp(tcp)
+                Socket::Tcp(tcp)
             }
             Upstream::Unix(path) => {
-                UpstreamStream::Unix(UnixStream::connect(path).await.map_err(unavailable)?)
+                Socket::Unix(UnixStream::connect(path).await.map_err(unavailable)?)
             }
+        };
+        let read = Arc::new(AtomicU64::new(0));
+        let stream = UpstreamStream {
+            socket,
+            read: read.clone(),
         };
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
@@ -217,29 +254,45 @@ impl Pool {
                 tracing::debug!(error = %error_chain(&e), "upstream connection ended");
             }
         });
-        Ok(Conn { sender, slot })
+        Ok(Conn {
+            sender,
+            slot,
+            read,
+            expires: None,
+        })
     }
 
     /// Sends `req` (its URI is set here to `target`, the normalized path and the query),
     /// waiting at most `timeout` for a connection and the response head. The connection goes
-    /// back to the pool when the returned body has been read to its end.
+    /// back to the pool when the returned body has been read to its end, unless the upstream
+    /// said `connection: close`; its `keep-alive: timeout=` bounds its reuse. A retry (see
+    /// [`Pool::exchange`]) is counted in `retries`.
     pub async fn send(
         self: &Arc<Self>,
         timeout: Duration,
         target: String,
         mut req: Request<RequestBody>,
+        retries: &Counter,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         // A target that is not a valid origin-form is a client error: a 400.
         *req.uri_mut() = Uri::from_maybe_shared(Bytes::from(target))
             .map_err(|_| ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace))?;
         *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.exchange(req)).await {
+        match tokio::time::timeout(timeout, self.exchange(req, retries)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((res, conn))) => {
-                let release = match res.status() {
-                    http::StatusCode::SWITCHING_PROTOCOLS => Release::Upgrade(conn),
-                    _ => Release::Pool(self.clone(), conn),
+            Ok(Ok((res, mut conn))) => {
+                let release = match keep_alive(res.headers()) {
+                    _ if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                        Release::Upgrade(conn)
+                    }
+                    KeepAlive::Close => Release::Gone,
+                    KeepAlive::For(secs) => {
+                        conn.expires =
+                            Some(Instant::now() + secs.saturating_sub(Duration::from_secs(1)));
+                        Release::Pool(self.clone(), conn)
+                    }
+                    KeepAlive::Default => Release::Pool(self.clone(), conn),
                 };
                 let (parts, inner) = res.into_parts();
                 Ok(Response::from_parts(parts, UpstreamBody { inner, release }))
@@ -247,14 +300,24 @@ impl Pool {
         }
     }
 
+    /// One exchange on a pooled or new connection. A pooled connection can turn out dead:
+    /// a request never written on it goes to another one; a request written on it that got
+    /// no byte of a response is retried once on a new connection when it is idempotent with
+    /// an empty body (SPEC "Upstream keep-alive": an upstream closing idle connections costs
+    /// no failed requests; nginx's `proxy_next_upstream error`).
     async fn exchange(
         &self,
         mut req: Request<RequestBody>,
+        retries: &Counter,
     ) -> Result<(Response<Incoming>, Conn), ProxyError> {
+        let mut retried = false;
         loop {
-            let got = match self.take_or_wait() {
-                Ok(got) => got,
-                Err(queued) => self.wait(queued).await,
+            let got = match retried {
+                true => Got::Slot(self.fresh_slot().await),
+                false => match self.take_or_wait() {
+                    Ok(got) => got,
+                    Err(queued) => self.wait(queued).await,
+                },
             };
             let (mut conn, reused) = match got {
                 Got::Pooled(conn) => (conn, true),
@@ -270,15 +333,80 @@ impl Pool {
                     false => return Err(ProxyError::BadUpstreamResponse(error_chain(&e))),
                 }
             }
+            let replay = (reused && !retried).then(|| replayable(&req)).flatten();
+            let read_before = conn.read.load(Ordering::Relaxed);
             match conn.sender.try_send_request(req).await {
                 Ok(res) => return Ok((res, conn)),
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), replay) {
                     // Never written: the pooled connection was stale. Try another one.
-                    Some(unsent) if reused => req = unsent,
+                    (Some(unsent), _) if reused => req = unsent,
+                    (None, Some(again)) if conn.read.load(Ordering::Relaxed) == read_before => {
+                        tracing::debug!(error = %error_chain(e.error()), "pooled upstream connection failed before any response: retrying on a new one");
+                        retries.inc();
+                        retried = true;
+                        req = again;
+                    }
                     _ => return Err(ProxyError::BadUpstreamResponse(error_chain(e.error()))),
                 },
             }
         }
+    }
+}
+
+/// A copy of `req` to send again, when it may be: an idempotent method (RFC 9110 §9.2.2)
+/// and no body.
+fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || matches!(req.body(), Either::Left(_)) {
+        return None;
+    }
+    let mut again = Request::new(Either::Right(Empty::new()));
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    Some(again)
+}
+
+/// What an upstream response says about reusing its connection.
+#[derive(Debug, PartialEq, Eq)]
+enum KeepAlive {
+    /// `connection: close`.
+    Close,
+    /// `keep-alive: timeout=N`.
+    For(Duration),
+    Default,
+}
+
+fn keep_alive(headers: &http::HeaderMap) -> KeepAlive {
+    let tokens = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    if tokens(http::header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close")) {
+        return KeepAlive::Close;
+    }
+    if !headers.contains_key("keep-alive") {
+        return KeepAlive::Default;
+    }
+    let timeout = tokens(http::HeaderName::from_static("keep-alive")).find_map(|t| {
+        let (k, v) = t.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse::<u64>().ok())
+            .flatten()
+    });
+    match timeout {
+        Some(secs) => KeepAlive::For(Duration::from_secs(secs)),
+        None => KeepAlive::Default,
     }
 }
 
@@ -290,9 +418,9 @@ async fn sweep(pool: Weak<Pool>) {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        pool.state().idle.retain(|e| {
-            !e.conn.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT
-        });
+        pool.state()
+            .idle
+            .retain(|e| e.conn.reusable(now) && now.duration_since(e.since) < POOL_IDLE_TIMEOUT);
     }
 }
 
@@ -377,9 +505,15 @@ impl Drop for UpstreamBody {
     }
 }
 
-/// A connection to an upstream.
+/// A connection to an upstream, counting the bytes read from it.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub struct UpstreamStream {
+    socket: Socket,
+    read: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -390,10 +524,17 @@ impl AsyncRead for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = match &mut this.socket {
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read.fetch_add(n as u64, Ordering::Relaxed);
         }
+        polled
     }
 }
 
@@ -403,23 +544,23 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -428,16 +569,16 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(s) => s.is_write_vectored(),
-            Self::Unix(s) => s.is_write_vectored(),
+        match &self.socket {
+            Socket::Tcp(s) => s.is_write_vectored(),
+            Socket::Unix(s) => s.is_write_vectored(),
         }
     }
 }
@@ -490,7 +631,12 @@ mod tests {
 
     async fn fetch(pool: &Arc<Pool>) -> String {
         let res = pool
-            .send(Duration::from_secs(5), "/x?y=1".into(), get())
+            .send(
+                Duration::from_secs(5),
+                "/x?y=1".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .unwrap();
         let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -549,11 +695,21 @@ mod tests {
         let pool = Upstreams::new(1).pool(&PoolSlot::new(), &up).clone();
         // The one connection stays busy: its body is never read.
         let held = pool
-            .send(Duration::from_secs(5), "/".into(), get())
+            .send(
+                Duration::from_secs(5),
+                "/".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .unwrap();
         let e = pool
-            .send(Duration::from_millis(200), "/".into(), get())
+            .send(
+                Duration::from_millis(200),
+                "/".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .err();
         assert!(matches!(e, Some(ProxyError::UpstreamTimeout)), "{e:?}");
@@ -570,9 +726,14 @@ mod tests {
         for _ in 0..n {
             let pool = pool.clone();
             pending.push(tokio::spawn(async move {
-                pool.send(Duration::from_secs(5), "/".into(), get())
-                    .await
-                    .unwrap()
+                pool.send(
+                    Duration::from_secs(5),
+                    "/".into(),
+                    get(),
+                    &Counter::default(),
+                )
+                .await
+                .unwrap()
             }));
         }
         for p in pending {
@@ -619,7 +780,12 @@ mod tests {
         drop(closed);
         let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
-            .send(Duration::from_secs(5), "/".into(), get())
+            .send(
+                Duration::from_secs(5),
+                "/".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .err();
         assert!(
@@ -633,7 +799,12 @@ mod tests {
         };
         let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
-            .send(Duration::from_millis(200), "/".into(), get())
+            .send(
+                Duration::from_millis(200),
+                "/".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .err();
         assert!(matches!(e, Some(ProxyError::UpstreamTimeout)), "{e:?}");
@@ -645,7 +816,12 @@ mod tests {
             }
         });
         let e = pool
-            .send(Duration::from_secs(5), "/".into(), get())
+            .send(
+                Duration::from_secs(5),
+                "/".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .err();
         assert!(
@@ -659,7 +835,12 @@ mod tests {
         let (up, _) = upstream("x").await;
         let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
         let e = pool
-            .send(Duration::from_secs(5), "/a b".into(), get())
+            .send(
+                Duration::from_secs(5),
+                "/a b".into(),
+                get(),
+                &Counter::default(),
+            )
             .await
             .err();
         assert!(matches!(e, Some(ProxyError::BadPath(_))), "{e:?}");

@@ -13,11 +13,19 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers that describe one hop and never cross a proxy (RFC 9110 §7.6.1).
-fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
+/// Headers that describe one hop and never cross a proxy (RFC 9110 §7.6.1), and the
+/// credentials a client gives a proxy (`proxy-authorization`), which are ours, not the
+/// upstream's.
+fn standard_hop_by_hop() -> [&'static HeaderName; 9] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -27,7 +35,76 @@ fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
     ]
+}
+
+/// Forwarding headers nothing in front of an edge proxy vouches for.
+fn forwarded_family() -> [&'static HeaderName; 5] {
+    [
+        &header::FORWARDED,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PORT,
+        &X_FORWARDED_PREFIX,
+        &X_REAL_IP,
+    ]
+}
+
+/// Which client-sent headers [`sanitize`] removes besides the certificate headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Sanitize {
+    /// `x-forwarded-client-cert` (every mode but `append_forward` behind a verified certificate).
+    pub xfcc: bool,
+    /// The forwarded family (unless `trust_forwarded_headers`).
+    pub forwarded: bool,
+}
+
+/// Removes the client-sent headers gatehouse replaces or must not pass on: RFC 9440
+/// `client-cert` / `client-cert-chain` always, XFCC and the forwarded family as `s` says.
+/// One pass over the names when there is nothing to remove (the common case).
+pub fn sanitize(headers: &mut HeaderMap, s: Sanitize) {
+    let family = forwarded_family();
+    let unwanted = |k: &HeaderName| {
+        *k == CLIENT_CERT
+            || *k == CLIENT_CERT_CHAIN
+            || (s.xfcc && *k == XFCC)
+            || (s.forwarded && family.contains(&k))
+    };
+    if !headers.keys().any(unwanted) {
+        return;
+    }
+    headers.remove(&CLIENT_CERT);
+    headers.remove(&CLIENT_CERT_CHAIN);
+    if s.xfcc {
+        headers.remove(&XFCC);
+    }
+    if s.forwarded {
+        for name in family {
+            headers.remove(name);
+        }
+    }
+}
+
+/// RFC 9440 `Client-Cert` (the leaf) and, when the client sent intermediates,
+/// `Client-Cert-Chain` (an RFC 8941 list of byte sequences, in the order sent).
+pub fn client_cert_values(
+    chain: &[impl AsRef<[u8]>],
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    use base64::Engine as _;
+    let item = |der: &[u8]| {
+        format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    };
+    let leaf = chain
+        .first()
+        .and_then(|der| HeaderValue::from_str(&item(der.as_ref())).ok());
+    let rest: Vec<String> = chain.iter().skip(1).map(|der| item(der.as_ref())).collect();
+    let intermediates = (!rest.is_empty())
+        .then(|| HeaderValue::from_str(&rest.join(", ")).ok())
+        .flatten();
+    (leaf, intermediates)
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
@@ -163,11 +240,13 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
 /// was verified (see [`xfcc_element`]), already a header value: under the default mode it is
 /// inserted as is (a reference-count increment), never re-validated per request.
 pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Option<&HeaderValue>) {
-    let client_sent = match mode {
+    let client_sent: Vec<HeaderValue> = match mode {
         ForwardClientCert::AppendForward => headers.get_all(&XFCC).iter().cloned().collect(),
         _ => Vec::new(),
     };
-    headers.remove(&XFCC);
+    if headers.contains_key(&XFCC) {
+        headers.remove(&XFCC);
+    }
     let Some(element) = element else { return };
     match mode {
         ForwardClientCert::Sanitize => {}

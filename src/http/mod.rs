@@ -4,10 +4,12 @@
 //! plaintext listener.
 
 pub mod access_log;
+pub mod admission;
 pub mod body;
 pub mod forward;
 pub mod head_scan;
 pub mod headers;
+pub mod host;
 pub mod normalize;
 pub mod redirect;
 pub mod service;
@@ -45,6 +47,8 @@ pub enum ProxyError {
     BadUpstreamResponse(String),
     /// No Host / :authority at all.
     MissingHost,
+    /// A Host / :authority that is not `name[:port]`, or more than one Host header.
+    BadHost(host::BadHost),
     /// HTTP/1 request with both Content-Length and Transfer-Encoding (a smuggling attempt).
     AmbiguousLength,
     /// The request body turned out malformed mid-stream (bad chunk framing), or the client
@@ -60,6 +64,7 @@ impl ProxyError {
             Self::BadPath(_)
             | Self::UnderscoreHeader(_)
             | Self::MissingHost
+            | Self::BadHost(_)
             | Self::AmbiguousLength
             | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -78,7 +83,10 @@ impl ProxyError {
             Self::BadPath(_) => "Bad Request: invalid path\n",
             Self::UnderscoreHeader(_) => "Bad Request: header name with underscore\n",
             Self::MissingHost => "Bad Request: missing host\n",
-            Self::AmbiguousLength => "Bad Request: both Content-Length and Transfer-Encoding\n",
+            Self::BadHost(_) => "Bad Request: invalid host\n",
+            Self::AmbiguousLength => {
+                "Bad Request: ambiguous message framing (both Content-Length and Transfer-Encoding)\n"
+            }
             Self::BadRequestBody => "Bad Request: malformed or incomplete request body\n",
             Self::RequestTimeout => "Request Timeout: the request body stalled\n",
             Self::Misdirected => "Misdirected Request: host does not match the TLS server name\n",
@@ -89,6 +97,23 @@ impl ProxyError {
             Self::BadUpstreamResponse(_) => {
                 "upstream connect error or disconnect/reset before headers\n"
             }
+        }
+    }
+
+    /// What happened, for `gatehouse authz` and debug logs.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::BadPath(b) => b.reason().to_owned(),
+            Self::BadHost(b) => b.reason().to_owned(),
+            Self::UnderscoreHeader(name) => {
+                format!("header {name:?} has an underscore (headers_with_underscores = \"reject\")")
+            }
+            Self::Misdirected => "the host is not a name of the TLS server SNI chose".to_owned(),
+            Self::MissingHost => "no Host header or :authority".to_owned(),
+            Self::AmbiguousLength => {
+                "both Content-Length and Transfer-Encoding (request smuggling)".to_owned()
+            }
+            other => other.body().trim_end().to_owned(),
         }
     }
 

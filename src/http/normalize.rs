@@ -133,7 +133,9 @@ pub fn normalize(opts: Options, path: &str) -> Result<Normalized<'_>, BadPath> {
         (EscapedSlashes::Decode, true) => true,
         (EscapedSlashes::Reject, true) => return Err(BadPath::EscapedSlash),
         (EscapedSlashes::Redirect, true) => {
-            return Ok(Normalized::Redirect(rewrite(mode, path, true)));
+            return Ok(Normalized::Redirect(one_leading_slash(rewrite(
+                mode, path, true,
+            ))));
         }
     };
     let normalized = if found.needs_rewrite(mode, decode_slashes) {
@@ -142,6 +144,16 @@ pub fn normalize(opts: Options, path: &str) -> Result<Normalized<'_>, BadPath> {
         Cow::Borrowed(path)
     };
     Ok(Normalized::Path(normalized))
+}
+
+/// A redirect `location` starts with exactly one `/` in every mode: under `base`,
+/// `/%2Fevil.com` decodes to `//evil.com`, which a browser reads as another host.
+fn one_leading_slash(mut location: String) -> String {
+    let slashes = location.len() - location.trim_start_matches('/').len();
+    if slashes > 1 {
+        location.drain(..slashes - 1);
+    }
+    location
 }
 
 /// What one pass over the raw path found, once it passed the always-400 checks.
@@ -525,6 +537,11 @@ mod tests {
         (BASE, KEEP, "/public/..%2Fadmin", Go("/public/..%2Fadmin")),
         (MERGE, DECODE, "/a%2fb%2Fc%5cd%5Ce", Go("/a/b/c/d/e")),
         (MERGE, REDIRECT, "/a%2fb%2Fc%5cd%5Ce", To("/a/b/c/d/e")),
+        // The location never names another host, in any mode (`//evil.com` would).
+        (BASE, REDIRECT, "/%2Fevil.com", To("/evil.com")),
+        (BASE, REDIRECT, "/%2F%2f%5Cevil.com/x", To("/evil.com/x")),
+        (BASE, REDIRECT, "/%5Cevil.com", To("/evil.com")),
+        (MERGE, REDIRECT, "/%2Fevil.com", To("/evil.com")),
         (MERGE, REDIRECT, "/a/..%2f..%2fadmin", To("/admin")),
         // --- CVE-2021-39156: fragment ---
         (MERGE, KEEP, "/public#/../admin", Go("/public")),
@@ -804,7 +821,7 @@ mod tests {
                         escaped_slashes: DECODE,
                     };
                     assert_eq!(
-                        path_of(normalize(decoded, input), input),
+                        one_leading_slash(path_of(normalize(decoded, input), input)),
                         location,
                         "{input:?}"
                     );

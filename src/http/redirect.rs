@@ -1,5 +1,6 @@
 //! The plaintext listener: every request gets `301` to the same path on https
-//! (`https://<host without port>[:<port unless 443>]<path and query>`); no Host → `400`.
+//! (`https://<host without port>[:<port unless 443>]<path and query>`); no Host, more than
+//! one, or one that breaks the Host rules ([`super::host`]) → `400`, never a redirect elsewhere.
 
 use std::convert::Infallible;
 
@@ -8,18 +9,12 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::tls::sni::strip_port;
+use super::host;
 
 /// The `location` of the redirect, or `None` when there is no usable host.
 pub fn location(host: Option<&str>, https_port: u16, path_and_query: &str) -> Option<String> {
-    let host = strip_port(host?.trim());
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
-    {
-        return None;
-    }
+    let authority = host::parse(host?).ok()?;
+    let host = authority.name();
     let pq = if path_and_query.starts_with('/') {
         path_and_query
     } else {
@@ -37,11 +32,12 @@ pub async fn handle<B>(
     req: Request<B>,
     https_port: u16,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-    });
+    let mut host_headers = req.headers().get_all(header::HOST).iter();
+    let host_header = host_headers.next().and_then(|v| v.to_str().ok());
+    let host = match host_headers.next() {
+        Some(_) => None,
+        None => req.uri().authority().map(|a| a.as_str()).or(host_header),
+    };
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let mut res = Response::new(Full::new(Bytes::new()));
     match location(host, https_port, pq).and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -91,9 +87,18 @@ mod tests {
                 "/p",
                 Some("https://127.0.0.1:9443/p"),
             ),
+            (
+                Some("example.com.:8080"),
+                443,
+                "/",
+                Some("https://example.com/"),
+            ),
             (None, 443, "/", None),
             (Some(""), 443, "/", None),
             (Some("evil.com/x"), 443, "/", None),
+            (Some("a.com:1:2"), 443, "/", None),
+            (Some("user@evil.com"), 443, "/", None),
+            (Some(" example.com"), 443, "/", None),
         ] {
             assert_eq!(location(host, port, pq).as_deref(), want, "{host:?}");
         }

@@ -8,30 +8,30 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
 use super::access_log::{self, AccessLog, Record};
+use super::admission::{self, Refused};
 use super::body::{BodyOutcome, BodyState, ClientBody};
 use super::forward::Upstreams;
-use super::normalize::{self, Normalized};
 use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
+use crate::config::ClientCertHeaders;
 use crate::limits::Lease;
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
-use crate::runtime::Runtime;
+use crate::runtime::{Published, Runtime};
 use crate::watchdog::RequestGuard;
 use crate::{routing, tls::sni};
 
 /// Long-lived state shared by every connection: outlives any one config snapshot.
 pub struct Shared {
     /// The current snapshot; policies and routes are read from it per request.
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub runtime: Arc<Published>,
     pub upstreams: Upstreams,
     pub access_log: Option<AccessLog>,
     pub metrics: Arc<Metrics>,
@@ -51,6 +51,8 @@ pub struct Conn {
     pub peer: HeaderValue,
     /// What the connection holds (permit, gauge, drain receiver) until it and its tunnel end.
     pub lease: Lease,
+    /// RFC 9440 `client-cert` and `client-cert-chain`, made on first use.
+    client_cert: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
 }
 
 impl Conn {
@@ -66,7 +68,16 @@ impl Conn {
             tls_runtime,
             xfcc,
             lease,
+            client_cert: OnceLock::new(),
         }
+    }
+
+    /// This connection's RFC 9440 headers (both `None` without a client certificate).
+    pub fn client_cert_headers(&self) -> &(Option<HeaderValue>, Option<HeaderValue>) {
+        self.client_cert.get_or_init(|| match &self.info.chain {
+            Some(chain) => headers::client_cert_values(chain),
+            None => (None, None),
+        })
     }
 }
 
@@ -114,7 +125,14 @@ pub async fn handle(
             }
             let mut res = e.response();
             // The rest of a broken or abandoned body is unread: the connection cannot go on.
-            if http1 && matches!(e, ProxyError::BadRequestBody | ProxyError::RequestTimeout) {
+            if http1
+                && matches!(
+                    e,
+                    ProxyError::BadRequestBody
+                        | ProxyError::RequestTimeout
+                        | ProxyError::AmbiguousLength
+                )
+            {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -122,6 +140,7 @@ pub async fn handle(
         }
     };
     let record = method.map(|method| Record {
+        event: "request",
         time: access_log::now_rfc3339(),
         peer: conn.info.peer.ip().to_canonical(),
         sni: conn.info.sni.clone(),
@@ -168,55 +187,49 @@ async fn serve(
     shared: &Shared,
     facts: &mut Facts,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if req.method() == Method::OPTIONS && req.uri() == "*" {
-        return Ok(empty(StatusCode::NO_CONTENT));
-    }
     let (mut parts, body) = req.into_parts();
     let proxy = &rt.config.proxy;
-    // Authority-form (`GET host HTTP/1.1`) is only for CONNECT, which a reverse proxy does not do.
-    if parts.uri.scheme().is_none() && parts.uri.authority().is_some() {
-        return Err(ProxyError::BadPath(normalize::BadPath::NotAbsolute));
-    }
-
-    // The host: :authority (HTTP/2, absolute-form) wins over the Host header, as RFC 9112 says.
-    let host_header = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::MissingHost)?,
-        None => parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .ok_or(ProxyError::MissingHost)?,
-    };
-    let host_full = host_header.to_str().map_err(|_| ProxyError::MissingHost)?;
-    let host = sni::strip_port(host_full);
-    if host.is_empty() {
-        return Err(ProxyError::MissingHost);
-    }
     if facts.logging {
-        facts.host = Some(host.to_owned());
+        // As received: a request refused before normalization is logged with what it sent.
+        facts.host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .map(|h| sni::strip_port(h).to_owned());
         facts.path = Some(parts.uri.path().to_owned());
     }
     let server = &conn.tls_runtime.servers[conn.info.server];
-    if !sni::any_matches(&server.config.hosts, host) {
-        return Err(ProxyError::Misdirected);
-    }
-    headers::apply_underscores(&mut parts.headers, proxy.headers_with_underscores)
-        .map_err(ProxyError::UnderscoreHeader)?;
-
-    let path = match normalize::normalize(proxy.normalization, parts.uri.path())
-        .map_err(ProxyError::BadPath)?
-    {
-        Normalized::Path(p) => p,
-        Normalized::Redirect(location) => return Ok(redirect_307(&location, parts.uri.query())),
+    let admitted = match admission::admit(
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        &mut parts.headers,
+        &conn.info,
+        &server.config.hosts,
+        proxy,
+    ) {
+        Ok(admitted) => admitted,
+        Err(Refused::OptionsStar) => return Ok(empty(StatusCode::NO_CONTENT)),
+        Err(Refused::Redirect(location)) => return Ok(redirect_307(&location)),
+        Err(Refused::Error(e)) => return Err(e),
     };
+    let host = admitted.host_name();
+    let path = &admitted.path;
     if facts.logging {
+        facts.host = Some(host.to_owned());
         facts.path = Some(path.to_string());
     }
 
     let view = RequestView {
         method: &parts.method,
         host: Some(host),
-        path: &path,
+        path,
         headers: &parts.headers,
         conn: &conn.info,
     };
@@ -236,7 +249,7 @@ async fn serve(
         return Err(ProxyError::Denied);
     }
     let (index, route) =
-        routing::select(&rt.config.routes, Some(host), &path).ok_or(ProxyError::NoRoute)?;
+        routing::select(&rt.config.routes, Some(host), path).ok_or(ProxyError::NoRoute)?;
     let state = &rt.routes[index];
     let series = state
         .series
@@ -247,21 +260,29 @@ async fn serve(
         facts.upstream = Some(route.upstream.to_string());
     }
 
-    // The upstream request: normalized path + untouched query, rewritten headers.
+    // The upstream request: normalized path + untouched query, this hop's headers added.
     let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
-        None => path.into_owned(),
+        None => admitted.path.into_owned(),
     };
-    let upgrade = parts.version == http::Version::HTTP_11
-        && headers::filter_upgrade(&mut parts.headers, |t| proxy.upgrade_allowed(t));
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    parts.headers.insert(header::HOST, host_header.clone());
+    let upgrade = admitted.upgrade;
     headers::set_forwarded(&mut parts.headers, &conn.peer, request_id);
     headers::apply_xfcc(
         &mut parts.headers,
         proxy.forward_client_cert,
         conn.xfcc.as_ref(),
     );
+    if proxy.client_cert_headers == ClientCertHeaders::Rfc9440 {
+        let (leaf, chain) = conn.client_cert_headers();
+        if let Some(leaf) = leaf {
+            parts.headers.insert(&headers::CLIENT_CERT, leaf.clone());
+        }
+        if let Some(chain) = chain {
+            parts
+                .headers
+                .insert(&headers::CLIENT_CERT_CHAIN, chain.clone());
+        }
+    }
 
     // A body is watched on its way up (stall → 408, bad framing → 400); none is sent as none.
     let (body, body_state) = if body.is_end_stream() {
@@ -275,7 +296,7 @@ async fn serve(
     let sent = Instant::now();
     let pool = shared.upstreams.pool(&state.pool, &route.upstream);
     let mut res = pool
-        .send(route.timeout, target, up_req)
+        .send(route.timeout, target, up_req, &series.retries)
         .await
         .map_err(|e| blame(e, body_state.as_deref()))?;
     series
@@ -357,19 +378,15 @@ fn empty(status: StatusCode) -> Response<ProxyBody> {
     res
 }
 
-/// `escaped_slashes = "redirect"`: 307 to the canonical path, query kept.
-fn redirect_307(path: &str, query: Option<&str>) -> Response<ProxyBody> {
-    let location = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
+/// `escaped_slashes = "redirect"`: 307 to the canonical path (query kept).
+fn redirect_307(location: &str) -> Response<ProxyBody> {
     let mut res = text_response(StatusCode::TEMPORARY_REDIRECT, "");
-    match HeaderValue::from_str(&location) {
+    match HeaderValue::from_str(location) {
         Ok(v) => {
             res.headers_mut().insert(header::LOCATION, v);
             res
         }
-        Err(_) => ProxyError::BadPath(normalize::BadPath::ControlOrSpace).response(),
+        Err(_) => ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace).response(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
+use rustls_pki_types::CertificateDer;
 
 use crate::identity::PeerIdentity;
 
@@ -21,6 +22,9 @@ pub struct ConnInfo {
     pub server: usize,
     /// The verified client certificate's identity; `None` when no certificate was presented.
     pub identity: Option<Arc<PeerIdentity>>,
+    /// The client's certificates as presented, leaf first (for RFC 9440 headers and for
+    /// re-checking the connection after a reload); `None` without a certificate.
+    pub chain: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 /// One request as the policy engine and the router see it. Borrowed; building it allocates nothing.

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -146,26 +147,40 @@ async fn serve(
         idle: settings.idle_timeout,
         stream_idle: settings.stream_idle_timeout,
     };
-    let peer = done.info.peer;
     let h2 = done.stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Activity::new(!h2);
-    let connection = http_connection(done, tls_runtime.clone(), &shared, &activity, lease, h2);
-    drive(connection, &activity, timeouts, &mut stop, peer).await;
+    let (connection, conn) =
+        http_connection(done, tls_runtime.clone(), &shared, &activity, lease, h2);
+    drive(connection, &activity, timeouts, &mut stop, &conn, &shared).await;
 }
+
+/// After a revocation or expiry: how long the client has once no request is in flight.
+const REVOKED_GRACE: Duration = Duration::from_secs(1);
 
 /// Polls the HTTP connection under its watchdog until it ends: a stalled head or HTTP/1 body
 /// closes it at once; idleness or the drain asks it to finish (GOAWAY for HTTP/2), and a
-/// client that has not closed [`GOAWAY_GRACE`] after its last request is closed.
+/// client that has not closed [`GOAWAY_GRACE`] after its last request is closed. After each
+/// reload the client certificate is checked against the new snapshot, and at its `notAfter`
+/// the connection ends: a client no longer accepted is asked to finish and is closed
+/// [`REVOKED_GRACE`] after its last request (SPEC: within 2 s).
 async fn drive(
     mut connection: Pin<Box<dyn Serving>>,
     activity: &Activity,
     timeouts: Timeouts,
     stop: &mut watch::Receiver<bool>,
-    peer: SocketAddr,
+    conn: &Conn,
+    shared: &Shared,
 ) {
-    let mut closing: Option<Instant> = None;
+    let peer = conn.info.peer;
+    let mut swaps = shared.runtime.subscribe();
+    let expires = conn.info.identity.as_ref().map(|id| {
+        let left = id.not_after + 1 - now_unix();
+        Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    });
+    let mut closing: Option<(Instant, Duration)> = None;
     loop {
-        tokio::select! {
+        let (since, grace) = closing.unwrap_or((Instant::now(), GOAWAY_GRACE));
+        let close = tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -181,20 +196,46 @@ async fn drive(
                     tracing::debug!(%peer, "response body idle for stream_idle_timeout: connection closed");
                     return;
                 }
-                Expired::Idle => {
-                    connection.as_mut().shutdown();
-                    closing = Some(Instant::now());
-                }
+                Expired::Idle => Some(GOAWAY_GRACE),
             },
-            _ = stop.changed(), if closing.is_none() => {
-                connection.as_mut().shutdown();
-                closing = Some(Instant::now());
+            _ = stop.changed(), if closing.is_none() => Some(GOAWAY_GRACE),
+            Ok(()) = swaps.changed(), if closing.is_none() => {
+                let rt = shared.runtime.load_full();
+                match rt.accepts(&conn.info, UnixTime::now()) {
+                    Ok(()) => None,
+                    Err(outcome) => {
+                        tracing::info!(%peer, result = outcome.as_str(), "client no longer accepted after a reload: closing its connection");
+                        shared.metrics.closed("revoked");
+                        Some(REVOKED_GRACE)
+                    }
+                }
             }
-            () = activity.quiet_for(closing.unwrap_or_else(Instant::now), GOAWAY_GRACE), if closing.is_some() => {
-                tracing::debug!(%peer, "client kept the connection after GOAWAY: closed");
+            () = sleep_until_opt(expires), if closing.is_none() && expires.is_some() => {
+                tracing::info!(%peer, "client certificate expired: closing its connection");
+                shared.metrics.closed("cert_expired");
+                Some(REVOKED_GRACE)
+            }
+            () = activity.quiet_for(since, grace), if closing.is_some() => {
+                tracing::debug!(%peer, "client kept the connection after being asked to close: closed");
                 return;
             }
+        };
+        if let Some(grace) = close {
+            connection.as_mut().shutdown();
+            closing = Some((Instant::now(), grace));
         }
+    }
+}
+
+fn now_unix() -> i64 {
+    i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -259,6 +300,7 @@ async fn handshake(
                 sni: a.sni,
                 server: a.server,
                 identity: a.identity,
+                chain: a.chain,
             };
             Some(Box::new(Handshaken {
                 stream: a.stream,
@@ -318,10 +360,11 @@ fn http_connection(
     activity: &Arc<Activity>,
     lease: Lease,
     h2: bool,
-) -> Pin<Box<dyn Serving>> {
+) -> (Pin<Box<dyn Serving>>, Arc<Conn>) {
     let Handshaken { stream, info } = *done;
     let settings = tls_runtime.config.proxy.clone();
     let conn = Arc::new(Conn::new(info, tls_runtime, lease));
+    let for_service = conn.clone();
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
@@ -332,21 +375,22 @@ fn http_connection(
         let shared = shared.clone();
         service_fn(move |req| {
             let (guard, ambiguous_length) = activity.request_started();
-            let fut = service::handle(req, conn.clone(), shared.clone(), ambiguous_length);
+            let fut = service::handle(req, for_service.clone(), shared.clone(), ambiguous_length);
             async move {
                 let res = fut.await;
                 res.map(|r| r.map(|body| body.with_guard(guard)))
             }
         })
     };
-    match h2 {
+    let connection: Pin<Box<dyn Serving>> = match h2 {
         true => Box::pin(h2_builder(&settings).serve_connection(io, svc)),
         false => Box::pin(
             h1_builder(&settings)
                 .serve_connection(io, svc)
                 .with_upgrades(),
         ),
-    }
+    };
+    (connection, conn)
 }
 
 fn h1_builder(s: &ProxySettings) -> http1::Builder {

@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,7 +32,7 @@ use crate::http::forward::Upstreams;
 use crate::http::service::Shared;
 use crate::limits::{self, PerIp};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::Published;
 
 /// The bound sockets. Binding is separate from serving so tests can bind port 0 and read
 /// the addresses, and so a bind error is reported before anything starts.
@@ -67,7 +66,7 @@ impl Listeners {
 /// What a running server exposes to the outside (admin, tests).
 #[derive(Clone)]
 pub struct Handle {
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub runtime: Arc<Published>,
     /// False until listeners are bound and certificates loaded; false again while draining.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
@@ -77,7 +76,7 @@ pub struct Handle {
 /// `drain_timeout` has passed.
 pub async fn run(
     listeners: Listeners,
-    runtime: Arc<ArcSwap<Runtime>>,
+    runtime: Arc<Published>,
     access_log: Option<AccessLog>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use rustls_pki_types::{CertificateDer, UnixTime};
+
 use crate::identity::{self, PeerIdentity};
 use crate::runtime::Runtime;
 pub use verifier::HandshakeOutcome;
@@ -23,6 +25,8 @@ pub struct Accepted<IO> {
     pub server: usize,
     pub sni: Option<String>,
     pub identity: Option<Arc<PeerIdentity>>,
+    /// The client's certificates, leaf first.
+    pub chain: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 /// A failed handshake: why, and for which server if one was chosen.
@@ -110,12 +114,22 @@ where
             return Err(fail(verifier::classify_io(&e), Some(index), e.to_string()));
         }
     };
-    let identity = match stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
+    let tls = stream.get_ref().1;
+    let chain = tls.peer_certificates().filter(|c| !c.is_empty());
+    // rustls does not verify a resumed session's certificate again: the client may have
+    // expired, or been revoked by a CRL loaded since (SPEC "Revocation and expiry").
+    if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && let (Some(verifier), Some(chain)) = (&server.verifier, chain)
+        && let Err(outcome) = verifier::recheck(verifier.as_ref(), chain, UnixTime::now())
     {
+        return Err(fail(
+            outcome,
+            Some(index),
+            "resumed session: the client certificate is no longer accepted".into(),
+        ));
+    }
+    let chain: Option<Arc<[CertificateDer<'static>]>> = chain.map(Arc::from);
+    let identity = match chain.as_ref().and_then(|c| c.first()) {
         Some(leaf) => Some(Arc::new(identity::from_leaf(leaf).map_err(|e| {
             fail(
                 HandshakeOutcome::InvalidClientCert,
@@ -130,6 +144,7 @@ where
         server: index,
         sni,
         identity,
+        chain,
     })
 }
 

@@ -117,6 +117,26 @@ pub fn classify_io(err: &std::io::Error) -> HandshakeOutcome {
     }
 }
 
+/// Re-runs a server's client-certificate checks, at `now`, on certificates it accepted
+/// earlier: a resumed TLS session (rustls does not verify again), or an open connection after
+/// a reload changed the CAs, CRLs, allow-list or pins. `chain` is leaf first.
+pub fn recheck(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), HandshakeOutcome> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return match verifier.client_auth_mandatory() {
+            true => Err(HandshakeOutcome::NoClientCert),
+            false => Ok(()),
+        };
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map(|_| ())
+        .map_err(|e| classify(&e))
+}
+
 /// Builds the client verifier of one server, or `None` for `client_auth = "none"`.
 pub fn build(
     server: &ServerConfig,

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use gatehouse::dev::pki::{Ca, KeyType, Leaf, LeafSpec};
-use gatehouse::runtime::Runtime;
+use gatehouse::runtime::{Published, Runtime};
 use gatehouse::server::{self, Listeners};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -96,7 +95,7 @@ pub struct Proxy {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub runtime: Arc<Published>,
     pub metrics: Arc<gatehouse::metrics::Metrics>,
     /// The reloader SIGHUP and file changes drive; tests may call `reload()` directly.
     pub reloader: Arc<gatehouse::reload::Reloader>,
@@ -116,25 +115,38 @@ impl Proxy {
         Self::start_logged(dir, config, None).await
     }
 
-    /// Like [`Proxy::start`], with the access log written into the returned buffer.
+    /// Like [`Proxy::start`], with the JSON access log written into the returned buffer.
     pub async fn start_with_log(dir: &Path, config: &str) -> (Self, LogBuffer) {
+        Self::start_with_log_format(dir, config, gatehouse::config::LogFormat::Json).await
+    }
+
+    /// Like [`Proxy::start`], with the access log in `format` written into the returned buffer.
+    pub async fn start_with_log_format(
+        dir: &Path,
+        config: &str,
+        format: gatehouse::config::LogFormat,
+    ) -> (Self, LogBuffer) {
         let buf = LogBuffer::default();
-        let log = gatehouse::http::access_log::AccessLog::start(
-            gatehouse::config::LogFormat::Json,
-            Box::new(buf.clone()),
-        )
-        .unwrap();
-        (
-            Self::start_logged(dir, config, Some(log)).await.unwrap(),
-            buf,
-        )
+        let proxy = Self::start_logged(dir, config, Some((format, buf.clone())))
+            .await
+            .unwrap();
+        (proxy, buf)
     }
 
     async fn start_logged(
         dir: &Path,
         config: &str,
-        log: Option<gatehouse::http::access_log::AccessLog>,
+        log: Option<(gatehouse::config::LogFormat, LogBuffer)>,
     ) -> Result<Self, String> {
+        let metrics = gatehouse::metrics::Metrics::new();
+        let log = log.map(|(format, buf)| {
+            gatehouse::http::access_log::AccessLog::start(
+                format,
+                Box::new(buf),
+                metrics.access_log_dropped.clone(),
+            )
+            .unwrap()
+        });
         let path = dir.join("gatehouse.toml");
         std::fs::write(&path, config).unwrap();
         let rt = Runtime::load(&path).map_err(|e| e.to_string())?;
@@ -144,9 +156,8 @@ impl Proxy {
         let https = listeners.https.local_addr().unwrap();
         let http = listeners.http.as_ref().map(|l| l.local_addr().unwrap());
         let admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
-        let runtime = Arc::new(ArcSwap::from_pointee(rt));
+        let runtime = Published::new(rt);
         let (stop, stopped) = oneshot::channel::<()>();
-        let metrics = gatehouse::metrics::Metrics::new();
         let reloader = gatehouse::reload::Reloader::new(&path, runtime.clone(), metrics.clone());
         let watch = runtime.load().config.reload_watch;
         let reload_task = gatehouse::reload::spawn(reloader.clone(), watch);
@@ -509,5 +520,21 @@ pub async fn test_com() -> (TestPki, Leaf, SocketAddr) {
     (pki, client, start_echo().await)
 }
 
+/// A `Stream` over an mpsc receiver (a request body a test feeds frame by frame;
+/// tokio-stream is not a dependency).
+pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// The real binary as a child process (`gatehouse cert`, `check`, `demo`, ...).
 pub mod binary;
+/// Scripted upstreams (stalls, closes, keep-alive headers).
+pub mod upstream;
