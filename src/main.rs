@@ -4,6 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc instead of the system allocator: a proxy allocates and frees per-connection
+/// buffers all day, and glibc keeps the memory of a past load peak (a soak of 2,000
+/// connections left RSS 20 % above its post-warm-up value with glibc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gatehouse::cli::{Cli, Command};
 use gatehouse::commands;
 

@@ -559,6 +559,32 @@ fn cert_leaf_without_a_ca_exits_1_naming_the_file() {
     assert!(!dir.path().join("client.crt").exists());
 }
 
+/// A leaf never outlives its CA: `cert ca --days 10` then `cert server` (365 days by
+/// default) gives a server certificate that ends with the CA, and says so.
+#[test]
+fn cert_leaves_never_outlive_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    gh(&format!("cert ca --out {d} --days 10")).ok();
+    let run = gh(&format!("cert server --ca {d} --out {d} --dns test.com"));
+    run.ok();
+    assert!(run.stderr.contains("when its CA expires"), "{}", run.stderr);
+    let ca = read_chain(&dir.path().join("ca.crt"));
+    let server = read_chain(&dir.path().join("server.crt"));
+    assert_eq!(
+        x509(&server[0]).validity().not_after,
+        x509(&ca[0]).validity().not_after
+    );
+    // A leaf shorter than its CA is issued as asked, without a note.
+    let run = gh(&format!(
+        "cert client --ca {d} --out {d} --uri spiffe://x --days 5"
+    ));
+    run.ok();
+    assert!(!run.stderr.contains("expires"), "{}", run.stderr);
+    let client = read_chain(&dir.path().join("client.crt"));
+    assert!((4..=5).contains(&days_left(&client[0])));
+}
+
 /// Every `--key-type` makes a PKI whose certificates verify, carry the usages of their role,
 /// and whose server cert + key pass `gatehouse check` (key matches cert, rustls can sign
 /// with it).

@@ -34,6 +34,14 @@ fn help_of_every_command_exits_0_and_shows_an_example() {
         }
     }
     assert!(missing.is_empty(), "no `Example` in: {missing:?}");
+    // The echo routes are printed whole: clap's help template eats `{n}`-like words.
+    let root = gh("--help");
+    let echo_line = root
+        .stdout
+        .lines()
+        .find(|l| l.contains("/bytes/"))
+        .unwrap_or_default();
+    assert!(echo_line.contains("/delay/"), "{}", root.stdout);
 }
 
 #[test]
@@ -91,6 +99,10 @@ fn check_prints_the_summary_for_the_reference_config() {
     let run = gatehouse_in(Some(elsewhere.path()), &["check", "-c", s(&setup.config())]);
     run.ok();
     let out = &run.stdout;
+    assert!(
+        out.ends_with('\n'),
+        "the summary's last line has no newline: {out:?}"
+    );
     for want in [
         "listeners",
         "0.0.0.0:8443",

@@ -91,6 +91,12 @@ fn issue(
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let targets = targets(common, &names)?;
     let leaf = ca.issue(&spec).map_err(|e| e.to_string())?;
+    if leaf.not_after < spec.not_after {
+        eprintln!(
+            "gatehouse cert: {name}: valid until {} only, when its CA expires (a certificate cannot outlive its issuer)",
+            leaf.not_after.date()
+        );
+    }
     let mut written = save(&targets[..2], &[&leaf.chain_pem, &leaf.key_pem])?;
     if let (Some(password), Some(path)) = (p12_password, targets.get(2)) {
         let p12 = pkcs12(&leaf, name, password)?;

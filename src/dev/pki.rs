@@ -112,10 +112,13 @@ impl LeafSpec {
     }
 }
 
-/// A certificate authority that can issue leaves and CRLs.
+/// A certificate authority that can issue leaves and CRLs. A leaf never outlives it: its
+/// `notAfter` is clamped to the CA's (as step-ca and cert-manager do).
 pub struct Ca {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The CA certificate's `notAfter`.
+    pub not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -133,6 +136,8 @@ pub struct Leaf {
     /// The CA certificate's DER (the rest of the chain).
     pub ca_der: Vec<u8>,
     pub serial: u64,
+    /// The leaf's `notAfter`: the one asked for, or the CA's when that came first.
+    pub not_after: OffsetDateTime,
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -166,6 +171,7 @@ impl Ca {
         Ok(Self {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            not_after: params.not_after,
             issuer: Issuer::new(params, key),
         })
     }
@@ -174,9 +180,18 @@ impl Ca {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let not_after = {
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                .map_err(|_| Error::CouldNotParseCertificate)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|_| Error::CouldNotParseCertificate)?;
+            cert.validity().not_after.to_datetime()
+        };
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
+            not_after,
             issuer,
         })
     }
@@ -216,7 +231,7 @@ impl Ca {
             Usage::Any => Vec::new(),
         };
         params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
+        params.not_after = spec.not_after.min(self.not_after);
         let serial = spec.serial.unwrap_or_else(random_serial);
         params.serial_number = Some(SerialNumber::from(serial));
         params.use_authority_key_identifier_extension = true;
@@ -230,6 +245,7 @@ impl Ca {
             der: cert.der().to_vec(),
             ca_der: self.ca_der()?,
             serial,
+            not_after: params.not_after,
         })
     }
 
