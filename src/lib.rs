@@ -2,19 +2,25 @@
 //!
 //! # The life of a request
 //!
-//! 1. [`server`] accepts a TCP connection (after taking a `max_connections` permit).
+//! 1. [`server`] accepts a TCP connection (after taking a `max_connections` permit, within
+//!    the caps [`limits`] fits into the open-file limit, and `max_connections_per_ip`).
 //! 2. [`tls`] reads the ClientHello, picks the `[[server]]` by SNI ([`tls::sni`]) and finishes
 //!    the handshake; [`tls::verifier`] checks the client certificate (chain, validity, CRL,
-//!    `allowed_sans`, pins) and classifies failures.
+//!    `allowed_sans`, pins) and classifies failures (a resumed session is checked again).
 //! 3. [`identity`] extracts the client's principals, SANs, CN and hashes once per connection.
-//! 4. hyper serves HTTP/1.1 or HTTP/2; each request goes through [`http::service`]:
-//!    SNI/Host binding (421) → headers with underscores → [`http::normalize`] (400/307) →
-//!    [`authz::evaluate`] (403) → [`routing::select`] (404) → [`http::headers`] rewrites →
-//!    [`http::forward`] to a pooled HTTP/1.1 upstream (502/503/504) → access log.
+//! 4. hyper serves HTTP/1.1 or HTTP/2, as ALPN chose, under the [`watchdog`] (head, idle and
+//!    stream-idle timeouts); the connection's client is checked again after each reload and
+//!    at its certificate's expiry. Each request goes
+//!    through [`http::service`]: [`http::admission`] (host rules and SNI binding 400/421,
+//!    underscores, header sanitizing, [`http::normalize`] 400/307) → [`authz::evaluate`]
+//!    (403) → [`routing::select`] (404) → [`http::headers`] for this hop → [`http::forward`]
+//!    to a pooled HTTP/1.1 upstream (502/503/504; a stalled or malformed client body
+//!    408/400) → access log. An upgrade becomes an [`http::tunnel`].
 //!
 //! Configuration is read by [`config`] (raw TOML → validated types) and turned into a
 //! [`runtime::Runtime`] (TLS configs, compiled policies and routes) by one loader shared by
-//! `run`, `check` and `authz`. The plaintext listener ([`http::redirect`]) answers 301 to
+//! `run`, `check` and `authz`, and published whole on reload ([`runtime::Published`]). The
+//! plaintext listener ([`http::redirect`]) answers 301 to
 //! https; [`admin`] serves health and certificate endpoints. [`dev`] holds the dev PKI and
 //! the echo upstream used by tests and demos.
 

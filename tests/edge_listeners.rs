@@ -414,3 +414,109 @@ async fn a_client_that_ignores_goaway_is_closed_10s_after() {
     .await;
     assert_eq!(r.unwrap().status, 200, "a good client is served afterwards");
 }
+
+/// An HTTP/2 frame: 9-byte header, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `GET /` for `test.com`, HPACK-encoded from the static table (no dynamic table use).
+const GET_TEST_COM: &[u8] = &[
+    0x82, 0x84, 0x87, 0x01, 0x08, b't', b'e', b's', b't', b'.', b'c', b'o', b'm',
+];
+
+/// Sends `attack` after the HTTP/2 preface and reads until the server closes (bounded);
+/// returns the GOAWAY error code seen, if any, and how long the server took to close.
+async fn h2_attack(
+    proxy: &Proxy,
+    opts: &ClientOpts,
+    attack: &[u8],
+) -> (Option<u32>, Option<Duration>) {
+    let mut tls = connect(proxy.https, "test.com", &opts.clone().h2())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut bytes = H2_PREFACE.to_vec();
+    bytes.extend_from_slice(H2_SETTINGS);
+    bytes.extend_from_slice(attack);
+    // The server may stop reading once it has seen enough: a failed write is part of the test.
+    let _ = tls.write_all(&bytes).await;
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    let mut goaway = None;
+    let mut at = 0;
+    while out.len() >= at + 9 {
+        let len =
+            usize::from(out[at]) << 16 | usize::from(out[at + 1]) << 8 | usize::from(out[at + 2]);
+        if out[at + 3] == 7 && out.len() >= at + 9 + 8 {
+            let p = &out[at + 9..];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    (goaway, closed.then(|| start.elapsed()))
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_gets_goaway_and_the_connection_closed() {
+    let (proxy, pki, client) = start("", "").await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    // CVE-2023-44487: open a stream and cancel it at once, a thousand times.
+    let mut attack = Vec::new();
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        attack.extend(h2_frame(1, 0x5, stream, GET_TEST_COM));
+        attack.extend(h2_frame(3, 0, stream, &8u32.to_be_bytes()));
+    }
+    let (goaway, closed) = h2_attack(&proxy, &opts, &attack).await;
+    assert_eq!(goaway, Some(0xb), "no GOAWAY(ENHANCE_YOUR_CALM)");
+    assert!(closed.is_some(), "the connection was left open");
+    let r = request(
+        proxy.https,
+        "test.com",
+        &opts.clone().h2(),
+        get_h2("test.com", "/status/200"),
+    )
+    .await;
+    assert_eq!(r.unwrap().status, 200, "a good client is served afterwards");
+}
+
+#[tokio::test]
+async fn http2_continuation_flood_is_cut_off() {
+    let (proxy, pki, client) = start("", "").await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    // CVE-2024-27316 class: a header block that never ends, far past max_request_header_bytes.
+    let mut field = vec![0x00, 0x03, b'x', b'-', b'a', 0x7f, 0xe9, 0x06]; // value length 1000
+    field.extend(std::iter::repeat_n(b'v', 1000));
+    let mut attack = h2_frame(1, 0x1, 1, GET_TEST_COM);
+    for _ in 0..2000 {
+        attack.extend(h2_frame(9, 0, 1, &field));
+    }
+    let (goaway, closed) = h2_attack(&proxy, &opts, &attack).await;
+    assert!(
+        closed.is_some(),
+        "the connection was left open (GOAWAY {goaway:?})"
+    );
+    let r = request(
+        proxy.https,
+        "test.com",
+        &opts.clone().h2(),
+        get_h2("test.com", "/status/200"),
+    )
+    .await;
+    assert_eq!(r.unwrap().status, 200, "a good client is served afterwards");
+}

@@ -35,7 +35,8 @@ pub async fn run(
     upstream_slot: Option<OwnedSemaphorePermit>,
     limits: Limits,
 ) {
-    let _held = (conn.clone(), upstream_slot);
+    // Held to the end with `conn` (whose lease is the client connection's permit and gauge).
+    let _upstream_slot = upstream_slot;
     let mut stop = conn.lease.stop.clone();
     let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
         return;
