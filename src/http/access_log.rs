@@ -273,24 +273,36 @@ mod tests {
 
     #[test]
     fn lines_the_writer_cannot_take_are_counted() {
-        /// A stdout that never accepts a byte.
-        struct Stuck;
+        /// A stdout that never accepts a byte; says when the writer is stuck in it.
+        struct Stuck(std::sync::mpsc::Sender<()>);
         impl Write for Stuck {
             fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                std::thread::park();
-                Ok(0)
+                let _ = self.0.send(());
+                loop {
+                    std::thread::park();
+                }
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 Ok(())
             }
         }
+        let (stuck_tx, stuck) = std::sync::mpsc::channel();
         let dropped = Counter::default();
-        let log =
-            AccessLog::with_queue(LogFormat::Json, Box::new(Stuck), dropped.clone(), 4).unwrap();
+        let log = AccessLog::with_queue(
+            LogFormat::Json,
+            Box::new(Stuck(stuck_tx)),
+            dropped.clone(),
+            4,
+        )
+        .unwrap();
+        log.emit(&record());
+        stuck
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the writer reached stdout");
+        // The writer is blocked: four lines fit the queue, the other sixteen are dropped.
         for _ in 0..20 {
             log.emit(&record());
         }
-        // The writer holds one line, the queue four: the rest are dropped.
-        assert!((15..=16).contains(&dropped.get()), "{}", dropped.get());
+        assert_eq!(dropped.get(), 16);
     }
 }
