@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: a proxy allocates and frees per-connection
+/// jemalloc instead of the system allocator: a proxy allocates and frees per-connection
 /// buffers all day, and glibc keeps the memory of a past load peak (a soak of 2,000
-/// connections left RSS 20 % above its post-warm-up value with glibc).
+/// connections left RSS 20 % above its post-warm-up value with glibc, 4 % below with
+/// mimalloc, 17 % below with jemalloc, whose background thread returns freed pages to the
+/// kernel while the process is idle). jemalloc also holds the least per idle connection.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use gatehouse::cli::{Cli, Command};
 use gatehouse::commands;
 

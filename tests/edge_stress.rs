@@ -278,13 +278,17 @@ async fn settle(bin: &Binary, active: &str) {
 }
 
 /// Waits (at most 90 s) until the binary holds no more descriptors than `start`: the idle
-/// upstream connections pooled by the load have expired. Returns how long that took.
+/// upstream connections pooled by the load have expired. Then 20 s more, so the allocator
+/// has returned what it frees after a delay (jemalloc's dirty-page decay is 10 s), and RSS
+/// is read at rest. Returns how long the pool took to drain.
 async fn drain_pool(bin: &Binary, start: usize) -> Duration {
     let began = Instant::now();
     while bin.fds() > start && began.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    began.elapsed()
+    let drained = began.elapsed();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drained
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
