@@ -44,6 +44,11 @@ pub enum Command {
     /// A small httpbin-like upstream: /status/<code>, /headers, /anything, /bytes/<n>, /delay/<s>.
     #[command(after_help = "Example:\n  gatehouse echo --listen 127.0.0.1:8000")]
     Echo(EchoArgs),
+    /// An mTLS load generator: keep-alive HTTP/1.1, HTTP/2 streams, or a handshake per request.
+    #[command(
+        after_help = "Example:\n  gatehouse bench https://test.com:8443/ --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key -c 32 -d 10s\n  gatehouse bench https://test.com:8443/ --connect 10.0.0.7:8443 --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key --new-connection --resume --json"
+    )]
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +107,72 @@ pub struct DemoArgs {
 pub struct EchoArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+}
+
+/// `gatehouse bench`: what to load and how (SPEC §1).
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The https:// URL to request; its host is the SNI and the Host header.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Dial this address instead of resolving the URL's host (as curl's --connect-to).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// CA bundle (PEM) that verifies the server (default: the system's bundle).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate chain to present (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Concurrent connections (with --new-connection: concurrent requests).
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+    /// How long to measure, after the warm-up ("500ms", "10s", "2m").
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub duration: std::time::Duration,
+    /// Load run before measuring, not counted.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: std::time::Duration,
+    /// Speak HTTP/2 (ALPN h2), several streams per connection.
+    #[arg(long, conflicts_with = "new_connection")]
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "http2",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub streams: u32,
+    /// A new TCP and TLS connection for every request (HTTP/1.1): measures handshakes.
+    #[arg(long)]
+    pub new_connection: bool,
+    /// With --new-connection: resume a TLS session instead of a full handshake.
+    #[arg(long, requires = "new_connection")]
+    pub resume: bool,
+    #[arg(long, value_name = "M", default_value = "GET")]
+    pub method: String,
+    /// Send a request body of this many bytes.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub body_bytes: u64,
+    /// A request header, repeatable.
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?}: expected a duration like \"500ms\", \"10s\", \"5m\""))
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Subcommand)]

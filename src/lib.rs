@@ -22,10 +22,11 @@
 //! `run`, `check` and `authz`, and published whole on reload ([`runtime::Published`]). The
 //! plaintext listener ([`http::redirect`]) answers 301 to
 //! https; [`admin`] serves health and certificate endpoints. [`dev`] holds the dev PKI and
-//! the echo upstream used by tests and demos.
+//! the echo upstream used by tests and demos; [`bench`] is the mTLS load generator.
 
 pub mod admin;
 pub mod authz;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             upstream_port: a.upstream_port,
         }),
         Command::Echo(args) => commands::echo(args),
+        Command::Bench(args) => gatehouse::bench::run(args),
         Command::Cert(cmd) => gatehouse::dev::cert_cmd::run(cmd),
     }
 }

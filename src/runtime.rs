@@ -225,6 +225,15 @@ fn build_server(
         rustls::sign::SingleCertAndKey::from(material.certified.clone()),
     ));
     rustls_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateful resumption only: a ticket key would outlive a reload, a cache does not (each
+    // load builds a new one), so a client the new configuration refuses cannot resume.
+    rustls_config.session_storage = match config.tls.session_cache_size {
+        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+        n => rustls::server::ServerSessionMemoryCache::new(n),
+    };
+    if config.tls.session_cache_size == 0 {
+        rustls_config.send_tls13_tickets = 0;
+    }
 
     let chain = &material.certified.cert;
     let mut certs = Vec::new();

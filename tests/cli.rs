@@ -22,6 +22,7 @@ fn help_of_every_command_exits_0_and_shows_an_example() {
         "authz",
         "demo",
         "echo",
+        "bench",
         "cert",
         "cert ca",
         "cert server",

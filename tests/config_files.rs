@@ -301,6 +301,7 @@ watch = true
     assert_eq!(defaults.proxy, config.proxy);
     assert_eq!(defaults.log, config.log);
     assert_eq!(defaults.workers, 0);
+    assert_eq!(defaults.tls.session_cache_size, 10_000);
 
     // `[reload] watch = false`: only SIGHUP reloads (SPEC §3).
     let no_watch = bare + "\n[reload]\nwatch = false\n";

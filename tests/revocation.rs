@@ -83,6 +83,58 @@ async fn a_resumed_session_of_an_expired_client_is_refused() {
         .await;
 }
 
+/// The handshake kind of a new connection with `cfg` (after one request on it, which is when
+/// a TLS 1.3 client receives the session to resume next time).
+async fn kind_of_next(proxy: &Proxy, cfg: &Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    let tls = connect_with(proxy.https, cfg).await;
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    let r = request_on(tls, get("test.com", "/status/200"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    kind
+}
+
+#[tokio::test]
+async fn sessions_are_forgotten_on_reload_and_not_kept_when_the_cache_is_off() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let (pki, client, echo) = test_com().await;
+    let cfg = config(&pki, &["test.com"], echo, "", "");
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let tls_cfg = ClientOpts::new(&pki, Some(&client)).h1().config();
+    assert_eq!(kind_of_next(&proxy, &tls_cfg).await, Full);
+    assert_eq!(kind_of_next(&proxy, &tls_cfg).await, Resumed);
+    // A reload (even of the same files) starts with an empty cache: whatever the new
+    // configuration says about this client is checked in a full handshake.
+    proxy.reloader.reload("test").unwrap();
+    assert_eq!(
+        kind_of_next(&proxy, &tls_cfg).await,
+        Full,
+        "resumed across a reload"
+    );
+    assert_eq!(kind_of_next(&proxy, &tls_cfg).await, Resumed);
+
+    let off = TestPki::new();
+    off.server("server", &["test.com"]);
+    let client = off.client("spiffe://test.client");
+    let cfg = config(
+        &off,
+        &["test.com"],
+        echo,
+        "",
+        "[tls]\nsession_cache_size = 0\n",
+    );
+    let proxy = Proxy::start(off.dir.path(), &cfg).await;
+    let tls_cfg = ClientOpts::new(&off, Some(&client)).h1().config();
+    for _ in 0..3 {
+        assert_eq!(
+            kind_of_next(&proxy, &tls_cfg).await,
+            Full,
+            "session_cache_size = 0"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_swap_closes_the_revoked_clients_open_connections() {
     let (pki, good, echo) = test_com().await;

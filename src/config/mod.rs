@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::FieldError;
+pub(crate) use validate::parse_duration;
 
 use crate::authz::Policies;
 use crate::http::normalize;
@@ -24,7 +25,7 @@ use crate::tls::sni::HostPattern;
 #[derive(Debug)]
 pub struct Config {
     pub listen: Listen,
-    pub tls: TlsVersions,
+    pub tls: TlsSettings,
     pub servers: Vec<ServerConfig>,
     pub routes: Vec<RouteConfig>,
     pub policies: Policies,
@@ -52,10 +53,20 @@ pub enum TlsVersion {
     Tls13,
 }
 
+/// `[tls]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsVersions {
+pub struct TlsSettings {
     pub min: TlsVersion,
     pub max: TlsVersion,
+    /// Resumable sessions kept per `[[server]]` (stateful, forgotten on reload); 0 = none.
+    pub session_cache_size: usize,
+}
+
+impl TlsSettings {
+    /// nginx's `ssl_session_cache shared:SSL:10m` holds about 40,000 sessions; a rustls
+    /// session with a client chain is ~2 KiB, so this default bounds the cache near 20 MiB.
+    pub const DEFAULT_SESSION_CACHE_SIZE: usize = 10_000;
+    pub const MAX_SESSION_CACHE_SIZE: i64 = 1_000_000;
 }
 
 /// `none` | `optional` | `required` (Istio SIMPLE | OPTIONAL_MUTUAL | MUTUAL).

@@ -39,6 +39,7 @@ pub struct RawListen {
 pub struct RawTls {
     pub min_version: Option<String>,
     pub max_version: Option<String>,
+    pub session_cache_size: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

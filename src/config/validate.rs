@@ -118,10 +118,11 @@ fn socket_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> 
     }
 }
 
-fn validate_tls(raw: RawTls, errs: &mut Errors) -> TlsVersions {
+fn validate_tls(raw: RawTls, errs: &mut Errors) -> TlsSettings {
     let RawTls {
         min_version,
         max_version,
+        session_cache_size,
     } = raw;
     let version = |v: Option<String>, path: &str, errs: &mut Errors| match v.as_deref() {
         None | Some("1.3") => TlsVersion::Tls13,
@@ -136,7 +137,22 @@ fn validate_tls(raw: RawTls, errs: &mut Errors) -> TlsVersions {
     if min == TlsVersion::Tls13 && max == TlsVersion::Tls12 {
         errs.push("tls.max_version", "\"1.2\" is below min_version \"1.3\"");
     }
-    TlsVersions { min, max }
+    let session_cache_size = match session_cache_size {
+        None => TlsSettings::DEFAULT_SESSION_CACHE_SIZE,
+        Some(n) => int_in(
+            n,
+            0,
+            TlsSettings::MAX_SESSION_CACHE_SIZE,
+            "tls.session_cache_size",
+            errs,
+        )
+        .unwrap_or(TlsSettings::DEFAULT_SESSION_CACHE_SIZE),
+    };
+    TlsSettings {
+        min,
+        max,
+        session_cache_size,
+    }
 }
 
 fn validate_server(
