@@ -245,16 +245,17 @@ fn validate_server(
         }
     };
     if client_auth == ClientAuth::None {
-        let stray = match &credentials {
+        let (ca, crl) = match &credentials {
             Credentials::Files {
                 client_ca,
                 client_crl,
                 ..
-            } => client_ca.is_some() || !client_crl.is_empty(),
-            Credentials::Dir(_) => false,
+            } => (client_ca.is_some(), !client_crl.is_empty()),
+            Credentials::Dir(_) => (false, false),
         };
         for (set, name) in [
-            (stray, "client_ca"),
+            (ca, "client_ca"),
+            (crl, "client_crl"),
             (allowed_sans.is_some(), "allowed_sans"),
             (allowed_spki_sha256.is_some(), "allowed_spki_sha256"),
             (allowed_cert_sha256.is_some(), "allowed_cert_sha256"),
