@@ -31,9 +31,14 @@ pub fn run(args: &ConfigArg) -> ExitCode {
             "path_normalization = \"none\" is unsafe: policies see paths exactly as clients send them"
         );
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, so the accept loop, every connection and every
+    // upstream exchange share one thread with no work-stealing queues to synchronize.
+    let mut builder = match rt.config.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if rt.config.workers > 0 {
+    if rt.config.workers > 1 {
         builder.worker_threads(rt.config.workers);
     }
     let tokio_rt = match builder.build() {

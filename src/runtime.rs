@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls_pki_types::UnixTime;
 
 use crate::config::{self, Config, ConfigError, ServerConfig, TlsVersion};
 use crate::identity;
@@ -123,6 +124,60 @@ impl Published {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.swapped.subscribe()
     }
+
+    /// Resolves when the client of an open connection stops being accepted: a snapshot
+    /// published after `swaps` was taken refuses its certificate ([`Refused::Revoked`]), or
+    /// the certificate's `notAfter` passes ([`Refused::Expired`]). Pending forever for a
+    /// client that stays accepted. Open connections and WebSocket tunnels both wait on it.
+    pub async fn until_refused(
+        &self,
+        conn: &crate::http::ConnInfo,
+        swaps: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Refused {
+        let expires = conn.identity.as_ref().map(|id| {
+            let now = i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX);
+            let left = u64::try_from(id.not_after.saturating_add(1).saturating_sub(now));
+            tokio::time::Instant::now() + std::time::Duration::from_secs(left.unwrap_or(0))
+        });
+        let expiry = async {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let revocation = async {
+            // A closed sender means the server is going away: the drain ends the connection.
+            while swaps.changed().await.is_ok() {
+                if let Err(outcome) = self.load().accepts(conn, UnixTime::now()) {
+                    return outcome;
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            () = expiry => Refused::Expired,
+            outcome = revocation => Refused::Revoked(outcome),
+        }
+    }
+}
+
+/// Why an open connection's client is no longer accepted.
+#[derive(Debug, Clone, Copy)]
+pub enum Refused {
+    /// A reload refused its certificate, with the handshake result it would get now.
+    Revoked(verifier::HandshakeOutcome),
+    /// Its certificate's `notAfter` has passed.
+    Expired,
+}
+
+impl Refused {
+    /// The `reason` label of `gatehouse_connections_closed_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Revoked(_) => "revoked",
+            Self::Expired => "cert_expired",
+        }
+    }
 }
 
 /// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls).
@@ -137,7 +192,7 @@ impl Runtime {
     pub fn accepts(
         &self,
         conn: &crate::http::ConnInfo,
-        now: rustls_pki_types::UnixTime,
+        now: UnixTime,
     ) -> Result<(), verifier::HandshakeOutcome> {
         let Some((_, server)) =
             crate::tls::sni::select(&self.servers, |s| &s.config.hosts, conn.sni.as_deref())

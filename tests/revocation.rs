@@ -24,6 +24,14 @@ fn short_lived(pki: &TestPki, name: &str, secs: i64, serial: u64) -> gatehouse::
     pki.issue(name, &spec)
 }
 
+/// The proxy for test.com with a CRL (`ca.crl`, revoking serial 0x5eed only) and `rest`.
+async fn start_with_crl(pki: &TestPki, echo: std::net::SocketAddr, rest: &str) -> Proxy {
+    pki.write("ca.crl", &pki.ca.crl(&[0x5eed]).unwrap());
+    let crl = format!(r#"client_crl = ["{}"]"#, pki.path("ca.crl").display());
+    let cfg = config(pki, &["test.com"], echo, &crl, rest);
+    Proxy::start(pki.dir.path(), &cfg).await
+}
+
 /// A TLS connection with a given client config (sharing its session cache).
 async fn connect_with(
     addr: std::net::SocketAddr,
@@ -139,15 +147,7 @@ async fn sessions_are_forgotten_on_reload_and_not_kept_when_the_cache_is_off() {
 async fn a_crl_swap_closes_the_revoked_clients_open_connections() {
     let (pki, good, echo) = test_com().await;
     let revoked = short_lived(&pki, "to.revoke", 3600, 0xbad);
-    pki.write("ca.crl", &pki.ca.crl(&[0x5eed]).unwrap());
-    let cfg = config(
-        &pki,
-        &["test.com"],
-        echo,
-        &format!(r#"client_crl = ["{}"]"#, pki.path("ca.crl").display()),
-        "",
-    );
-    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let proxy = start_with_crl(&pki, echo, "").await;
     let bad = ClientOpts::new(&pki, Some(&revoked));
     let fine = ClientOpts::new(&pki, Some(&good));
 
@@ -281,4 +281,55 @@ async fn a_connection_ends_when_its_client_certificate_expires() {
             1.0,
         )
         .await;
+}
+
+#[tokio::test]
+async fn a_revoked_or_expired_clients_websocket_tunnel_is_closed() {
+    let (pki, good, echo) = test_com().await;
+    let revoked = short_lived(&pki, "to.revoke", 3600, 0xbad);
+    let brief = short_lived(&pki, "brief", 4, 0x77);
+    let proxy = start_with_crl(&pki, echo, "[proxy]\nidle_timeout = \"5m\"").await;
+    let mut to_revoke = open_tunnel(&proxy, &ClientOpts::new(&pki, Some(&revoked))).await;
+    let mut expiring = open_tunnel(&proxy, &ClientOpts::new(&pki, Some(&brief))).await;
+    let opened = Instant::now();
+    let mut fine = open_tunnel(&proxy, &ClientOpts::new(&pki, Some(&good))).await;
+
+    let tmp = pki.write("ca.crl.tmp", &pki.ca.crl(&[0x5eed, 0xbad]).unwrap());
+    std::fs::rename(tmp, pki.path("ca.crl")).unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(4), to_revoke.read_to_end(&mut rest))
+        .await
+        .expect("the revoked client's tunnel stayed open")
+        .ok();
+    proxy
+        .expect_metric(
+            "gatehouse_connections_closed_total{reason=\"revoked\"}",
+            1.0,
+        )
+        .await;
+
+    tokio::time::timeout(Duration::from_secs(8), expiring.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel outlived its client certificate")
+        .ok();
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        opened.elapsed()
+    );
+    proxy
+        .expect_metric(
+            "gatehouse_connections_closed_total{reason=\"cert_expired\"}",
+            1.0,
+        )
+        .await;
+
+    // The accepted client's tunnel still carries bytes.
+    fine.write_all(b"pong").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(STEP, fine.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"pong");
 }

@@ -312,7 +312,15 @@ async fn serve(
             idle: proxy.idle_timeout,
             drain: proxy.drain_timeout,
         };
-        tokio::spawn(tunnel::run(down, up, conn.clone(), body.upgraded(), limits));
+        tokio::spawn(tunnel::run(
+            down,
+            up,
+            conn.clone(),
+            body.upgraded(),
+            limits,
+            shared.runtime.clone(),
+            shared.metrics.clone(),
+        ));
         return Ok(Response::from_parts(
             parts,
             Either::Right(Full::new(Bytes::new())),

@@ -3,7 +3,9 @@
 //! task takes over what the connection held (SPEC "Upgrade"): the client connection's lease
 //! (its `max_connections` permit, its place in `gatehouse_connections_active`, its drain
 //! receiver) and the upstream connection's pool slot. It is closed after `idle_timeout` with
-//! no bytes either way, and when `drain_timeout` has passed after shutdown began.
+//! no bytes either way, when `drain_timeout` has passed after shutdown began, and at once when
+//! its client stops being accepted (a reload refuses the certificate, or it expires), as an
+//! open connection would be.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +21,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::service::Conn;
+use crate::metrics::Metrics;
+use crate::runtime::Published;
 
 /// The tunnel's time limits.
 #[derive(Debug, Clone, Copy)]
@@ -34,10 +38,16 @@ pub async fn run(
     conn: Arc<Conn>,
     upstream_slot: Option<OwnedSemaphorePermit>,
     limits: Limits,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
 ) {
     // Held to the end with `conn` (whose lease is the client connection's permit and gauge).
     let _upstream_slot = upstream_slot;
     let mut stop = conn.lease.stop.clone();
+    let mut swaps = published.subscribe();
+    // Checked once against the current snapshot too: a reload may have come between the
+    // connection's last check and the `101`.
+    swaps.mark_changed();
     let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
         return;
     };
@@ -58,6 +68,10 @@ pub async fn run(
             tokio::time::sleep(limits.drain).await;
         } => {
             tracing::debug!(%peer, "tunnel closed at the end of the drain");
+        }
+        refused = published.until_refused(&conn.info, &mut swaps) => {
+            crate::server::refused_log(peer, refused, "closing its tunnel");
+            metrics.closed(refused.reason());
         }
     }
 }

@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -26,7 +25,7 @@ use crate::http::service::{self, Conn, Shared};
 use crate::limits::{Lease, PerIp};
 use crate::metrics::{HandshakeLabels, RejectedLabels};
 use crate::proxy_protocol;
-use crate::runtime::Runtime;
+use crate::runtime::{Refused, Runtime};
 use crate::tls;
 use crate::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};
 
@@ -173,10 +172,6 @@ async fn drive(
 ) {
     let peer = conn.info.peer;
     let mut swaps = shared.runtime.subscribe();
-    let expires = conn.info.identity.as_ref().map(|id| {
-        let left = id.not_after + 1 - now_unix();
-        Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
-    });
     let mut closing: Option<(Instant, Duration)> = None;
     loop {
         let (since, grace) = closing.unwrap_or((Instant::now(), GOAWAY_GRACE));
@@ -199,20 +194,9 @@ async fn drive(
                 Expired::Idle => Some(GOAWAY_GRACE),
             },
             _ = stop.changed(), if closing.is_none() => Some(GOAWAY_GRACE),
-            Ok(()) = swaps.changed(), if closing.is_none() => {
-                let rt = shared.runtime.load_full();
-                match rt.accepts(&conn.info, UnixTime::now()) {
-                    Ok(()) => None,
-                    Err(outcome) => {
-                        tracing::info!(%peer, result = outcome.as_str(), "client no longer accepted after a reload: closing its connection");
-                        shared.metrics.closed("revoked");
-                        Some(REVOKED_GRACE)
-                    }
-                }
-            }
-            () = sleep_until_opt(expires), if closing.is_none() && expires.is_some() => {
-                tracing::info!(%peer, "client certificate expired: closing its connection");
-                shared.metrics.closed("cert_expired");
+            refused = shared.runtime.until_refused(&conn.info, &mut swaps), if closing.is_none() => {
+                refused_log(peer, refused, "closing its connection");
+                shared.metrics.closed(refused.reason());
                 Some(REVOKED_GRACE)
             }
             () = activity.quiet_for(since, grace), if closing.is_some() => {
@@ -227,15 +211,16 @@ async fn drive(
     }
 }
 
-fn now_unix() -> i64 {
-    i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX)
-}
-
-/// Sleeps until `at`, or forever when there is none.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The line for a client whose open connection or tunnel is cut because it is no longer
+/// accepted.
+pub(crate) fn refused_log(peer: SocketAddr, refused: Refused, action: &str) {
+    match refused {
+        Refused::Revoked(outcome) => tracing::info!(
+            %peer,
+            result = outcome.as_str(),
+            "client no longer accepted after a reload: {action}"
+        ),
+        Refused::Expired => tracing::info!(%peer, "client certificate expired: {action}"),
     }
 }
 
@@ -375,7 +360,14 @@ fn http_connection(
         let shared = shared.clone();
         service_fn(move |req| {
             let (guard, ambiguous_length) = activity.request_started();
-            let fut = service::handle(req, for_service.clone(), shared.clone(), ambiguous_length);
+            // Boxed: the request's state is ~8 KiB, and hyper moves an HTTP/2 stream's future
+            // (which holds this one) into a task of its own; a box moves as a pointer.
+            let fut = Box::pin(service::handle(
+                req,
+                for_service.clone(),
+                shared.clone(),
+                ambiguous_length,
+            ));
             async move {
                 let res = fut.await;
                 res.map(|r| r.map(|body| body.with_guard(guard)))

@@ -15,6 +15,8 @@
 //! waits up to `drain_timeout`.
 
 mod https;
+
+pub(crate) use https::refused_log;
 mod plain;
 
 use std::future::Future;

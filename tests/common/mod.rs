@@ -538,3 +538,44 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 pub mod binary;
 /// Scripted upstreams (stalls, closes, keep-alive headers).
 pub mod upstream;
+
+/// A WebSocket handshake through the proxy to the echo's `/upgrade`; returns the tunnel.
+pub async fn open_tunnel(proxy: &Proxy, opts: &ClientOpts) -> TlsStream<TcpStream> {
+    let mut tls = connect(proxy.https, "test.com", &opts.clone().h1())
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: test.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, tls.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed during the upgrade: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Bytes go both ways.
+    tls.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(STEP, tls.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    tls
+}
