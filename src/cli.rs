@@ -49,6 +49,11 @@ pub enum Command {
         after_help = "Example:\n  gatehouse bench https://test.com:8443/ --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key -c 32 -d 10s\n  gatehouse bench https://test.com:8443/ --connect 10.0.0.7:8443 --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key --new-connection --resume --json"
     )]
     Bench(BenchArgs),
+    /// Would this client certificate be accepted? The handshake's own checks, on a file.
+    #[command(
+        after_help = "Example:\n  gatehouse verify -c config/gatehouse.toml --cert certs/client.crt\n  gatehouse verify -c config/gatehouse.toml --cert client.pem --sni api.example.com"
+    )]
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +61,18 @@ pub struct ConfigArg {
     /// The TOML config file.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The client certificate (PEM, leaf first, then any intermediates the client sends).
+    #[arg(long, value_name = "PEM")]
+    pub cert: PathBuf,
+    /// The SNI the client sends, which picks the [[server]] (default: the first one).
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Args)]

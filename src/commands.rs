@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -45,17 +46,20 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    let metrics = crate::metrics::Metrics::new();
+    let (access_log, drained) = match rt.config.log.access_log {
+        true => match AccessLog::start(
+            rt.config.log.format,
+            Box::new(std::io::stdout()),
+            metrics.access_log_dropped.clone(),
+        ) {
+            Ok((log, drained)) => (Some(log), Some(drained)),
+            Err(e) => return fail(&e),
+        },
+        false => (None, None),
+    };
     let result = tokio_rt.block_on(async move {
         let listeners = Listeners::bind(&rt.config.listen).await?;
-        let metrics = crate::metrics::Metrics::new();
-        let access_log = match rt.config.log.access_log {
-            true => Some(AccessLog::start(
-                rt.config.log.format,
-                Box::new(std::io::stdout()),
-                metrics.access_log_dropped.clone(),
-            )?),
-            false => None,
-        };
         let watch = rt.config.reload_watch;
         let source = rt.source.clone();
         let runtime = Published::new(rt);
@@ -64,6 +68,12 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         let _reload = crate::reload::spawn(reloader, watch);
         server::run(listeners, runtime, access_log, metrics, shutdown_signal()).await
     });
+    // Ends every task left, and with them the access log's last senders; then the lines
+    // still queued are written before the process exits.
+    drop(tokio_rt);
+    if let Some(drained) = drained {
+        drained.wait(Duration::from_secs(2));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -6,7 +6,9 @@
 //!    the caps [`limits`] fits into the open-file limit, and `max_connections_per_ip`).
 //! 2. [`tls`] reads the ClientHello, picks the `[[server]]` by SNI ([`tls::sni`]) and finishes
 //!    the handshake; [`tls::verifier`] checks the client certificate (chain, validity, CRL,
-//!    `allowed_sans`, pins) and classifies failures (a resumed session is checked again).
+//!    `allowed_sans`, pins) and classifies failures (a resumed session is checked again);
+//!    a refused handshake writes a rate-limited line ([`http::handshake_log`]), and
+//!    [`verify`] runs the same checks on a certificate file.
 //! 3. [`identity`] extracts the client's principals, SANs, CN and hashes once per connection.
 //! 4. hyper serves HTTP/1.1 or HTTP/2, as ALPN chose, under the [`watchdog`] (head, idle and
 //!    stream-idle timeouts); the connection's client is checked again after each reload and
@@ -41,4 +43,5 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod verify;
 pub mod watchdog;

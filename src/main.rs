@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         }),
         Command::Echo(args) => commands::echo(args),
         Command::Bench(args) => gatehouse::bench::run(args),
+        Command::Verify(args) => gatehouse::verify::run(args),
         Command::Cert(cmd) => gatehouse::dev::cert_cmd::run(cmd),
     }
 }

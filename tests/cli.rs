@@ -23,6 +23,7 @@ fn help_of_every_command_exits_0_and_shows_an_example() {
         "demo",
         "echo",
         "bench",
+        "verify",
         "cert",
         "cert ca",
         "cert server",

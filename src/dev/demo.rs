@@ -89,7 +89,7 @@ async fn demo(opts: &DemoOptions) -> Result<(), String> {
     eprintln!("Ctrl-C to stop.");
 
     let metrics = crate::metrics::Metrics::new();
-    let access_log = AccessLog::start(
+    let (access_log, _) = AccessLog::start(
         runtime.config.log.format,
         Box::new(std::io::stderr()),
         metrics.access_log_dropped.clone(),

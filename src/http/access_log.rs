@@ -1,7 +1,10 @@
-//! The access log: one line per request, on stdout, text or JSON (SPEC "Access log").
+//! The access log: one line per request (and per refused handshake, see
+//! [`super::handshake_log`]), on stdout, text or JSON (SPEC "Access log").
 //! Lines are formatted on the request's task and written by one writer thread, so a slow
-//! stdout never blocks a request and no lock is taken on the request path. If the writer
-//! falls more than [`QUEUE_LINES`] behind, lines are dropped and counted in
+//! stdout never blocks a request and no lock is taken on the request path. The writer writes
+//! in batches, [`BATCH_PAUSE`] apart: while it pauses, queueing a line is a plain push with
+//! no thread to wake, which is what keeps the log's cost per request low. If the writer falls
+//! more than [`QUEUE_LINES`] behind, lines are dropped and counted in
 //! `gatehouse_access_log_dropped_total`, never queued without bound.
 //!
 //! The text format is `key=value` pairs; a value with a space, `"`, `=` or a control
@@ -18,6 +21,9 @@ use crate::config::LogFormat;
 
 /// Lines buffered between requests and the writer thread (~8 MB at 1 kB a line).
 const QUEUE_LINES: usize = 8192;
+
+/// The writer's pause after each batch: a line reaches stdout at most this much later.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One request, as logged.
 #[derive(Debug, Clone, Serialize)]
@@ -40,51 +46,71 @@ pub struct Record {
     pub policy: Option<String>,
 }
 
-impl Record {
-    pub fn format(&self, format: LogFormat) -> String {
+/// A line of the access log, in either format.
+pub trait LogLine {
+    fn json(&self) -> String;
+    /// The `key=value` text line, into `out`.
+    fn text(&self, out: &mut String);
+
+    fn format(&self, format: LogFormat) -> String {
         match format {
-            LogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
+            LogFormat::Json => self.json(),
             LogFormat::Text => {
                 let mut out = String::with_capacity(256);
-                fn opt(v: &Option<String>) -> Value<'_> {
-                    v.as_deref().map_or(Value::Missing, Value::Text)
-                }
-                let fields: [(&str, Value<'_>); 15] = [
-                    ("event", Value::Text(self.event)),
-                    ("time", Value::Text(&self.time)),
-                    ("peer", Value::Ip(self.peer)),
-                    ("sni", opt(&self.sni)),
-                    ("principal", opt(&self.principal)),
-                    ("method", Value::Text(&self.method)),
-                    ("host", opt(&self.host)),
-                    ("path", Value::Text(&self.path)),
-                    ("status", Value::Number(u64::from(self.status))),
-                    ("bytes", Value::Number(self.bytes)),
-                    ("duration_ms", Value::Millis(self.duration_ms)),
-                    ("route", opt(&self.route)),
-                    ("upstream", opt(&self.upstream)),
-                    (
-                        "decision",
-                        self.decision.map(Value::Text).unwrap_or(Value::Missing),
-                    ),
-                    ("policy", opt(&self.policy)),
-                ];
-                for (i, (key, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(' ');
-                    }
-                    out.push_str(key);
-                    out.push('=');
-                    value.write(&mut out);
-                }
+                self.text(&mut out);
                 out
             }
         }
     }
 }
 
+impl LogLine for Record {
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn text(&self, out: &mut String) {
+        fn opt(v: &Option<String>) -> Value<'_> {
+            v.as_deref().map_or(Value::Missing, Value::Text)
+        }
+        let fields: [(&str, Value<'_>); 15] = [
+            ("event", Value::Text(self.event)),
+            ("time", Value::Text(&self.time)),
+            ("peer", Value::Ip(self.peer)),
+            ("sni", opt(&self.sni)),
+            ("principal", opt(&self.principal)),
+            ("method", Value::Text(&self.method)),
+            ("host", opt(&self.host)),
+            ("path", Value::Text(&self.path)),
+            ("status", Value::Number(u64::from(self.status))),
+            ("bytes", Value::Number(self.bytes)),
+            ("duration_ms", Value::Millis(self.duration_ms)),
+            ("route", opt(&self.route)),
+            ("upstream", opt(&self.upstream)),
+            (
+                "decision",
+                self.decision.map(Value::Text).unwrap_or(Value::Missing),
+            ),
+            ("policy", opt(&self.policy)),
+        ];
+        write_fields(&fields, out);
+    }
+}
+
+/// `key=value` pairs separated by spaces.
+pub(crate) fn write_fields(fields: &[(&str, Value<'_>)], out: &mut String) {
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(key);
+        out.push('=');
+        value.write(out);
+    }
+}
+
 /// One value of a text line.
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Text(&'a str),
     Ip(IpAddr),
     Number(u64),
@@ -135,13 +161,24 @@ pub struct AccessLog {
     dropped: Counter,
 }
 
+/// Resolves when the writer thread has written every line and ended (once every
+/// [`AccessLog`] clone is gone).
+pub struct Drained(Receiver<()>);
+
+impl Drained {
+    /// Waits for the writer, at most `limit` (a stdout nobody reads must not hang the exit).
+    pub fn wait(self, limit: std::time::Duration) {
+        let _ = self.0.recv_timeout(limit);
+    }
+}
+
 impl AccessLog {
     /// Starts the writer thread on `out`; lines it cannot take in time count in `dropped`.
     pub fn start(
         format: LogFormat,
         out: Box<dyn Write + Send>,
         dropped: Counter,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, Drained)> {
         Self::with_queue(format, out, dropped, QUEUE_LINES)
     }
 
@@ -151,20 +188,25 @@ impl AccessLog {
         out: Box<dyn Write + Send>,
         dropped: Counter,
         lines: usize,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, Drained)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(lines);
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&rx, out))?;
-        Ok(Self {
+            .spawn(move || {
+                write_lines(&rx, out);
+                drop(done_tx);
+            })?;
+        let log = Self {
             tx,
             format,
             dropped,
-        })
+        };
+        Ok((log, Drained(done)))
     }
 
-    pub fn emit(&self, record: &Record) {
-        match self.tx.try_send(record.format(self.format)) {
+    pub fn emit(&self, line: &impl LogLine) {
+        match self.tx.try_send(line.format(self.format)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
@@ -184,7 +226,19 @@ fn write_lines(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
         if !(ok && out.flush().is_ok()) {
             return;
         }
+        // Not waiting in `recv` meanwhile: senders push without waking this thread.
+        std::thread::sleep(BATCH_PAUSE);
     }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-12-07T03:00:00Z`).
+pub fn rfc3339(unix: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
@@ -288,7 +342,7 @@ mod tests {
         }
         let (stuck_tx, stuck) = std::sync::mpsc::channel();
         let dropped = Counter::default();
-        let log = AccessLog::with_queue(
+        let (log, _) = AccessLog::with_queue(
             LogFormat::Json,
             Box::new(Stuck(stuck_tx)),
             dropped.clone(),

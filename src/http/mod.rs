@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admission;
 pub mod body;
 pub mod forward;
+pub mod handshake_log;
 pub mod head_scan;
 pub mod headers;
 pub mod host;

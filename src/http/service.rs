@@ -34,6 +34,8 @@ pub struct Shared {
     pub runtime: Arc<Published>,
     pub upstreams: Upstreams,
     pub access_log: Option<AccessLog>,
+    /// The refused-handshake lines (in the access log, rate-limited).
+    pub refused: super::handshake_log::RefusedHandshakes,
     pub metrics: Arc<Metrics>,
     /// The `route` label of requests that matched no route, and its series.
     pub unrouted: Name,

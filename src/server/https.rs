@@ -256,19 +256,29 @@ async fn handshake(
             })
             .inc();
     };
+    let refuse = |peer: SocketAddr, f: tls::Failure| {
+        count(server_label(f.server), f.outcome);
+        tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
+        shared.refused.refused(peer.ip(), &f);
+        None
+    };
     let deadline = Instant::now() + settings.handshake_timeout;
     if settings.proxy_protocol {
         match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)).await {
             Ok(Ok(header)) => peer = header.source.unwrap_or(peer),
             Ok(Err(e)) => {
-                count(server_label(None), tls::HandshakeOutcome::Error);
-                tracing::debug!(%peer, error = %e, "no valid PROXY protocol header");
-                return None;
+                let detail = format!("no valid PROXY protocol header: {e}");
+                return refuse(
+                    peer,
+                    tls::Failure::early(tls::HandshakeOutcome::Error, detail),
+                );
             }
             Err(_) => {
-                count(server_label(None), tls::HandshakeOutcome::Timeout);
-                tracing::debug!(%peer, "no PROXY protocol header within handshake_timeout");
-                return None;
+                let detail = "no PROXY protocol header within handshake_timeout".to_owned();
+                return refuse(
+                    peer,
+                    tls::Failure::early(tls::HandshakeOutcome::Timeout, detail),
+                );
             }
         }
         if !admit(lease, peer, tls_runtime, per_ip, shared) {
@@ -292,11 +302,7 @@ async fn handshake(
                 info,
             }))
         }
-        Err(f) => {
-            count(server_label(f.server), f.outcome);
-            tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
-            None
-        }
+        Err(f) => refuse(peer, f),
     }
 }
 

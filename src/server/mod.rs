@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::config::Listen;
 use crate::http::access_log::AccessLog;
 use crate::http::forward::Upstreams;
+use crate::http::handshake_log::RefusedHandshakes;
 use crate::http::service::Shared;
 use crate::limits::{self, PerIp};
 use crate::metrics::Metrics;
@@ -106,6 +107,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         upstreams: Upstreams::new(settings.upstream_max_connections),
+        refused: RefusedHandshakes::new(access_log.clone()),
         access_log,
         metrics: metrics.clone(),
         unrouted: Arc::new("none".to_owned()),

@@ -173,6 +173,7 @@ fn read_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, Creden
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertSummary {
     pub subject: String,
+    pub issuer: String,
     /// `DNS:x`, `URI:x`, `email:x`, `IP:x`.
     pub sans: Vec<String>,
     /// Lowercase hex of the serial's value, no leading zeros.
@@ -194,6 +195,7 @@ impl CertSummary {
         let serial = cert.serial.to_str_radix(16);
         Some(Self {
             subject: id.subject,
+            issuer: crate::identity::rfc2253(cert.issuer()),
             sans,
             serial,
             not_before: cert.validity().not_before.timestamp(),

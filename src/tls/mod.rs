@@ -34,7 +34,24 @@ pub struct Accepted<IO> {
 pub struct Failure {
     pub outcome: HandshakeOutcome,
     pub server: Option<usize>,
+    /// The SNI, once the ClientHello was read.
+    pub sni: Option<String>,
+    /// The client certificate that was refused, when one was.
+    pub presented: Option<CertificateDer<'static>>,
     pub detail: String,
+}
+
+impl Failure {
+    /// A failure with no server chosen and no certificate seen.
+    pub fn early(outcome: HandshakeOutcome, detail: String) -> Self {
+        Self {
+            outcome,
+            server: None,
+            sni: None,
+            presented: None,
+            detail,
+        }
+    }
 }
 
 /// How long a connection whose handshake failed is kept half-open so the client reads the
@@ -57,9 +74,11 @@ where
     match tokio::time::timeout(timeout, handshake(io, runtime, &mut chosen)).await {
         Ok(result) => result,
         Err(_) => Err(Failure {
-            outcome: HandshakeOutcome::Timeout,
             server: chosen,
-            detail: format!("handshake not done within {timeout:?}"),
+            ..Failure::early(
+                HandshakeOutcome::Timeout,
+                format!("handshake not done within {timeout:?}"),
+            )
         }),
     }
 }
@@ -73,9 +92,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let fail = |outcome, server, detail: String| Failure {
-        outcome,
         server,
-        detail,
+        ..Failure::early(outcome, detail)
     };
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
         .await
@@ -96,11 +114,11 @@ where
         // Best effort: the client is told why before the connection closes.
         let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
         let _ = io.shutdown().await;
-        return Err(fail(
-            HandshakeOutcome::UnknownSni,
-            None,
-            format!("no server for SNI {sni:?}"),
-        ));
+        let detail = format!("no server for SNI {sni:?}");
+        return Err(Failure {
+            sni,
+            ..fail(HandshakeOutcome::UnknownSni, None, detail)
+        });
     };
     *chosen = Some(index);
     let stream = match start
@@ -110,8 +128,14 @@ where
     {
         Ok(stream) => stream,
         Err((e, io)) => {
+            // Taken in the poll that failed: see `verifier::take_refused`.
+            let presented = verifier::take_refused();
             tokio::spawn(linger(io));
-            return Err(fail(verifier::classify_io(&e), Some(index), e.to_string()));
+            return Err(Failure {
+                sni,
+                presented,
+                ..fail(verifier::classify_io(&e), Some(index), e.to_string())
+            });
         }
     };
     let tls = stream.get_ref().1;
@@ -122,20 +146,28 @@ where
         && let (Some(verifier), Some(chain)) = (&server.verifier, chain)
         && let Err(outcome) = verifier::recheck(verifier.as_ref(), chain, UnixTime::now())
     {
-        return Err(fail(
-            outcome,
-            Some(index),
-            "resumed session: the client certificate is no longer accepted".into(),
-        ));
+        return Err(Failure {
+            sni,
+            presented: chain.first().map(|c| c.clone().into_owned()),
+            ..fail(
+                outcome,
+                Some(index),
+                "resumed session: the client certificate is no longer accepted".into(),
+            )
+        });
     }
     let chain: Option<Arc<[CertificateDer<'static>]>> = chain.map(Arc::from);
     let identity = match chain.as_ref().and_then(|c| c.first()) {
         Some(leaf) => Some(Arc::new(identity::from_leaf(leaf).map_err(|e| {
-            fail(
-                HandshakeOutcome::InvalidClientCert,
-                Some(index),
-                e.to_string(),
-            )
+            Failure {
+                sni: sni.clone(),
+                presented: Some(leaf.clone()),
+                ..fail(
+                    HandshakeOutcome::InvalidClientCert,
+                    Some(index),
+                    e.to_string(),
+                )
+            }
         })?)),
         None => None,
     };

@@ -1,7 +1,11 @@
 //! Client-certificate verification: webpki (chain to `client_ca`, validity, EKU, CRLs) first,
 //! then the server's `allowed_sans` and key/cert pins. A failure ends the handshake with a TLS
-//! alert; [`classify`] turns the rustls error into the `result` label SPEC defines.
+//! alert; [`classify`] turns the rustls error into the `result` label SPEC defines, and the
+//! refused leaf is kept for the refused-handshake log line ([`take_refused`]). [`check`] runs
+//! the same verifier on certificates outside a handshake: resumed sessions, open connections
+//! after a reload, and `gatehouse verify`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -117,24 +121,45 @@ pub fn classify_io(err: &std::io::Error) -> HandshakeOutcome {
     }
 }
 
-/// Re-runs a server's client-certificate checks, at `now`, on certificates it accepted
-/// earlier: a resumed TLS session (rustls does not verify again), or an open connection after
-/// a reload changed the CAs, CRLs, allow-list or pins. `chain` is leaf first.
+thread_local! {
+    /// The leaf the last refused `verify_client_cert` on this thread was given. rustls calls
+    /// the verifier inside the poll that then fails the handshake, so the task whose
+    /// handshake failed takes it ([`take_refused`]) before another task runs on the thread.
+    static REFUSED: Cell<Option<CertificateDer<'static>>> = const { Cell::new(None) };
+}
+
+/// The leaf certificate this thread's verifier refused last, if any; forgets it.
+pub fn take_refused() -> Option<CertificateDer<'static>> {
+    REFUSED.take()
+}
+
+/// Runs a server's client-certificate checks, at `now`, on a chain (leaf first) outside a
+/// handshake: a resumed TLS session (rustls does not verify again), an open connection after
+/// a reload changed the CAs, CRLs, allow-list or pins, or `gatehouse verify`.
+pub fn check(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), Error> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return match verifier.client_auth_mandatory() {
+            true => Err(Error::NoCertificatesPresented),
+            false => Ok(()),
+        };
+    };
+    let checked = verifier.verify_client_cert(leaf, intermediates, now);
+    // Not a handshake: nobody logs this refusal's leaf.
+    REFUSED.take();
+    checked.map(|_| ())
+}
+
+/// [`check`], with the failure as its handshake result.
 pub fn recheck(
     verifier: &dyn ClientCertVerifier,
     chain: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<(), HandshakeOutcome> {
-    let Some((leaf, intermediates)) = chain.split_first() else {
-        return match verifier.client_auth_mandatory() {
-            true => Err(HandshakeOutcome::NoClientCert),
-            false => Ok(()),
-        };
-    };
-    verifier
-        .verify_client_cert(leaf, intermediates, now)
-        .map(|_| ())
-        .map_err(|e| classify(&e))
+    check(verifier, chain, now).map_err(|e| classify(&e))
 }
 
 /// Builds the client verifier of one server, or `None` for `client_auth = "none"`.
@@ -166,13 +191,7 @@ pub fn build(
     let inner = builder
         .build()
         .map_err(|e| format!("client verifier: {e}"))?;
-    if server.allowed_sans.is_empty()
-        && server.allowed_spki_sha256.is_empty()
-        && server.allowed_cert_sha256.is_empty()
-    {
-        return Ok(Some(inner));
-    }
-    Ok(Some(Arc::new(AllowListVerifier {
+    Ok(Some(Arc::new(ClientVerifier {
         inner,
         allowed_sans: server.allowed_sans.clone(),
         spki: server.allowed_spki_sha256.clone(),
@@ -180,9 +199,10 @@ pub fn build(
     })))
 }
 
-/// webpki, then SAN allow-list and pins. Fails closed: a leaf that cannot be parsed is refused.
+/// webpki, then SAN allow-list and pins (when set); a refused leaf is kept in [`REFUSED`].
+/// Fails closed: a leaf that cannot be parsed is refused by an allow-list or pin.
 #[derive(Debug)]
-struct AllowListVerifier {
+struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     allowed_sans: Vec<String>,
     spki: Vec<[u8; 32]>,
@@ -206,20 +226,8 @@ pub fn san_allowed(id: &identity::PeerIdentity, allowed: &[String]) -> bool {
     })
 }
 
-impl ClientCertVerifier for AllowListVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
+impl ClientVerifier {
+    fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -228,6 +236,9 @@ impl ClientCertVerifier for AllowListVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        if self.allowed_sans.is_empty() && self.spki.is_empty() && self.certs.is_empty() {
+            return Ok(verified);
+        }
         // Parsed once for both checks; an unparsable leaf fails closed.
         let id = identity::from_leaf(end_entity).ok();
         if !self.allowed_sans.is_empty()
@@ -246,6 +257,33 @@ impl ClientCertVerifier for AllowListVerifier {
             }
         }
         Ok(verified)
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verified = self.verify(end_entity, intermediates, now);
+        if verified.is_err() {
+            REFUSED.set(Some(end_entity.clone().into_owned()));
+        }
+        verified
     }
 
     fn verify_tls12_signature(

@@ -146,6 +146,7 @@ impl Proxy {
                 metrics.access_log_dropped.clone(),
             )
             .unwrap()
+            .0
         });
         let path = dir.join("gatehouse.toml");
         std::fs::write(&path, config).unwrap();
@@ -295,7 +296,7 @@ impl ClientOpts {
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots);
@@ -305,12 +306,34 @@ impl ClientOpts {
                     .map(Result::unwrap)
                     .collect();
                 let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-                builder.with_client_auth_cert(chain, key).unwrap()
+                let key = provider.key_provider.load_private_key(key).unwrap();
+                // Presented as is (no parsing on our side): a test may present a certificate
+                // rustls itself would not build a client identity from, such as X.509 v1.
+                let presented = rustls::sign::CertifiedKey::new(chain, key);
+                builder.with_client_cert_resolver(Arc::new(Presented(Arc::new(presented))))
             }
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = self.alpn.clone();
         Arc::new(cfg)
+    }
+}
+
+/// A client identity presented whatever the server asks.
+#[derive(Debug)]
+struct Presented(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presented {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
