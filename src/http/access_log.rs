@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
 
 use crate::config::LogFormat;
 
@@ -26,7 +25,7 @@ const QUEUE_LINES: usize = 8192;
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One request, as logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Record {
     /// Always `request` (a refused handshake is another event).
     pub event: &'static str,
@@ -66,7 +65,23 @@ pub trait LogLine {
 
 impl LogLine for Record {
     fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut j = JsonLine::new();
+        j.str("event", self.event);
+        j.str("time", &self.time);
+        j.ip("peer", self.peer);
+        j.opt("sni", self.sni.as_deref());
+        j.opt("principal", self.principal.as_deref());
+        j.str("method", &self.method);
+        j.opt("host", self.host.as_deref());
+        j.str("path", &self.path);
+        j.num("status", u64::from(self.status));
+        j.num("bytes", self.bytes);
+        j.millis("duration_ms", self.duration_ms);
+        j.opt("route", self.route.as_deref());
+        j.opt("upstream", self.upstream.as_deref());
+        j.opt("decision", self.decision);
+        j.opt("policy", self.policy.as_deref());
+        j.finish()
     }
 
     fn text(&self, out: &mut String) {
@@ -97,6 +112,158 @@ impl LogLine for Record {
     }
 }
 
+/// A flat JSON object written field by field, straight into one `String` (serde_json spent
+/// more instructions on a line than the rest of the request's logging together).
+pub(crate) struct JsonLine(String);
+
+impl JsonLine {
+    pub(crate) fn new() -> Self {
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        Self(out)
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    pub(crate) fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        json_string(value, &mut self.0);
+    }
+
+    pub(crate) fn opt(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    pub(crate) fn ip(&mut self, key: &str, ip: IpAddr) {
+        self.key(key);
+        self.0.push('"');
+        push_ip(ip, &mut self.0);
+        self.0.push('"');
+    }
+
+    pub(crate) fn num(&mut self, key: &str, n: u64) {
+        self.key(key);
+        push_u64(n, &mut self.0);
+    }
+
+    /// Milliseconds with three decimals, as the text format writes them.
+    pub(crate) fn millis(&mut self, key: &str, ms: f64) {
+        self.key(key);
+        push_millis(ms, &mut self.0);
+    }
+
+    pub(crate) fn strs(&mut self, key: &str, values: Option<&[String]>) {
+        let Some(values) = values else {
+            return self.opt(key, None);
+        };
+        self.key(key);
+        self.0.push('[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            json_string(v, &mut self.0);
+        }
+        self.0.push(']');
+    }
+
+    pub(crate) fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// `n` in decimal (`core::fmt` costs more than the rest of a log line).
+fn push_u64(mut n: u64, out: &mut String) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// `ms` with exactly three decimals (`1.500`); not finite or negative as `0.000`.
+fn push_millis(ms: f64, out: &mut String) {
+    // Saturating float-to-int cast: NaN and negatives give 0.
+    let micros = (ms * 1000.0).round() as u64;
+    push_u64(micros / 1000, out);
+    out.push('.');
+    push_3_digits(micros % 1000, out);
+}
+
+/// `n` (below 1000) as three digits, zero-padded.
+fn push_3_digits(n: u64, out: &mut String) {
+    for d in [n / 100 % 10, n / 10 % 10, n % 10] {
+        // A digit: d < 10.
+        out.push(char::from(b'0' + d as u8));
+    }
+}
+
+/// An address as `Display` writes it; IPv4 without `core::fmt`.
+fn push_ip(ip: IpAddr, out: &mut String) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(u64::from(octet), out);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `value` as a JSON string: quoted, with `"`, `\\` and control characters escaped.
+fn json_string(value: &str, out: &mut String) {
+    out.push('"');
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(value);
+    } else {
+        for c in value.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if u32::from(c) < 0x20 => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
+}
+
 /// `key=value` pairs separated by spaces.
 pub(crate) fn write_fields(fields: &[(&str, Value<'_>)], out: &mut String) {
     for (i, (key, value)) in fields.iter().enumerate() {
@@ -120,21 +287,13 @@ pub(crate) enum Value<'a> {
 
 impl Value<'_> {
     fn write(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        // Writing into a String cannot fail.
-        let _ = match self {
-            Self::Text(v) => {
-                write_text(v, out);
-                Ok(())
-            }
-            Self::Ip(ip) => write!(out, "{ip}"),
-            Self::Number(n) => write!(out, "{n}"),
-            Self::Millis(ms) => write!(out, "{ms:.3}"),
-            Self::Missing => {
-                out.push('-');
-                Ok(())
-            }
-        };
+        match self {
+            Self::Text(v) => write_text(v, out),
+            Self::Ip(ip) => push_ip(*ip, out),
+            Self::Number(n) => push_u64(*n, out),
+            Self::Millis(ms) => push_millis(*ms, out),
+            Self::Missing => out.push('-'),
+        }
     }
 }
 
@@ -148,7 +307,7 @@ pub fn write_text(value: &str, out: &mut String) {
     if plain {
         out.push_str(value);
     } else {
-        out.push_str(&serde_json::to_string(value).unwrap_or_default());
+        json_string(value, out);
     }
 }
 
@@ -241,13 +400,30 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Now, as RFC 3339 UTC with milliseconds.
+/// Now, as RFC 3339 UTC with milliseconds. The part down to the second is formatted once per
+/// second on each thread.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    now.format(&format).unwrap_or_default()
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != secs {
+            *prefix = rfc3339(secs);
+            prefix.pop(); // the `Z`
+            *second = secs;
+        }
+        let mut out = String::with_capacity(prefix.len() + 5);
+        out.push_str(prefix);
+        out.push('.');
+        push_3_digits(u64::from(since_epoch.subsec_millis()), &mut out);
+        out.push('Z');
+        out
+    })
 }
 
 #[cfg(test)]
@@ -323,6 +499,74 @@ mod tests {
             assert_eq!(fields[7], ("path".into(), hostile.to_owned()), "{line}");
             assert_eq!(fields.iter().filter(|(k, _)| k == "decision").count(), 1);
         }
+    }
+
+    #[test]
+    fn json_lines_parse_back_to_the_values_logged() {
+        for hostile in [
+            "plain",
+            "quote\" here",
+            "back\\slash",
+            "line\nbreak\r\t",
+            "\u{1}\u{1f}\u{7f}",
+            "ünï©ødé",
+            "",
+        ] {
+            let mut r = record();
+            r.path = hostile.to_owned();
+            r.host = Some(hostile.to_owned());
+            r.policy = None;
+            let line = r.format(LogFormat::Json);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["path"], hostile, "{line}");
+            assert_eq!(v["host"], hostile, "{line}");
+            assert_eq!(v["policy"], serde_json::Value::Null);
+            assert_eq!(v["status"], 200);
+            assert_eq!(v["duration_ms"], 1.5);
+            assert!(line.contains(r#""duration_ms":1.500,"#), "{line}");
+            assert_eq!(v["peer"], "10.0.0.1");
+            assert_eq!(v.as_object().unwrap().len(), 15);
+        }
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_core_fmt_would() {
+        for n in [0, 7, 10, 99, 1_000, 65_535, u64::MAX] {
+            let mut out = String::new();
+            push_u64(n, &mut out);
+            assert_eq!(out, n.to_string());
+        }
+        for ms in [0.0, 0.0004, 0.0005, 1.5, 12.3456, 999.9995, 86_400_000.25] {
+            let mut out = String::new();
+            push_millis(ms, &mut out);
+            assert_eq!(out, format!("{ms:.3}"), "{ms}");
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(ip, &mut out);
+            assert_eq!(out, ip.to_string());
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(
+            t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.',
+            "{t}"
+        );
+        let parsed =
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert!((time::OffsetDateTime::now_utc() - parsed).abs() < time::Duration::seconds(5));
     }
 
     #[test]

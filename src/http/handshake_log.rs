@@ -14,9 +14,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use super::access_log::{self, AccessLog, LogLine, Value};
+use super::access_log::{self, AccessLog, JsonLine, LogLine, Value};
 use crate::tls::credentials::CertSummary;
 use crate::tls::{Failure, HandshakeOutcome};
 
@@ -27,7 +25,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 const MAX_KEYS: usize = 4096;
 
 /// One refused handshake, as logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct HandshakeRecord {
     /// Always `handshake`.
     pub event: &'static str,
@@ -69,7 +67,19 @@ impl HandshakeRecord {
 
 impl LogLine for HandshakeRecord {
     fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut j = JsonLine::new();
+        j.str("event", self.event);
+        j.str("time", &self.time);
+        j.ip("peer", self.peer);
+        j.opt("sni", self.sni.as_deref());
+        j.str("result", self.result);
+        j.opt("subject", self.subject.as_deref());
+        j.opt("issuer", self.issuer.as_deref());
+        j.opt("serial", self.serial.as_deref());
+        j.strs("sans", self.sans.as_deref());
+        j.opt("not_after", self.not_after.as_deref());
+        j.num("suppressed", self.suppressed);
+        j.finish()
     }
 
     fn text(&self, out: &mut String) {

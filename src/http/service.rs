@@ -21,7 +21,7 @@ use super::body::{BodyOutcome, BodyState, ClientBody};
 use super::forward::Upstreams;
 use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
-use crate::config::ClientCertHeaders;
+use crate::config::{ClientCertHeaders, Upstream};
 use crate::limits::Lease;
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
 use crate::runtime::{Published, Runtime};
@@ -108,7 +108,7 @@ pub async fn handle(
     let method = shared
         .access_log
         .is_some()
-        .then(|| req.method().to_string());
+        .then(|| req.method().as_str().to_owned());
     let mut facts = Facts {
         logging: method.is_some(),
         ..Facts::default()
@@ -157,7 +157,7 @@ pub async fn handle(
         status: res.status().as_u16(),
         bytes: 0,
         duration_ms: 0.0,
-        route: facts.route.as_ref().map(|r| r.route.to_string()),
+        route: facts.route.as_ref().map(|r| r.route.as_str().to_owned()),
         upstream: facts.upstream,
         decision: facts.decision,
         policy: facts.policy,
@@ -259,7 +259,11 @@ async fn serve(
         .clone();
     facts.route = Some(series.clone());
     if facts.logging {
-        facts.upstream = Some(route.upstream.to_string());
+        facts.upstream = Some(match &route.upstream {
+            // The common case without `core::fmt`, which costs more than the copy.
+            Upstream::Tcp { authority } => ["http://", authority].concat(),
+            unix => unix.to_string(),
+        });
     }
 
     // The upstream request: normalized path + untouched query, this hop's headers added.
