@@ -110,7 +110,7 @@ fn init_tracing(level: &str, format: LogFormat) {
     };
 }
 
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("gatehouse: {e}");
     ExitCode::from(1)
 }

@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 
 use crate::cli::VerifyArgs;
+use crate::commands::fail;
 use crate::config::ClientAuth;
 use crate::http::access_log::rfc3339;
 use crate::identity;
@@ -46,24 +47,15 @@ impl Verdict {
 pub fn run(args: &VerifyArgs) -> ExitCode {
     let rt = match Runtime::load(&args.config) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
     let chain = match credentials::read_chain(&args.cert) {
         Ok(chain) => chain,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
     let Some(summary) = CertSummary::parse(&chain[0]) else {
-        eprintln!(
-            "gatehouse: {}: the first certificate cannot be parsed as X.509",
-            args.cert.display()
-        );
-        return ExitCode::from(1);
+        let why = "the first certificate cannot be parsed as X.509";
+        return fail(&format!("{}: {why}", args.cert.display()));
     };
     let verdict = verify(&rt, &chain, args.sni.as_deref(), UnixTime::now());
     let mut out = verdict.headline();

@@ -45,18 +45,28 @@ pub struct Record {
     pub policy: Option<String>,
 }
 
-/// A line of the access log, in either format.
+/// A line of the access log: its fields in order, which both formats write.
 pub trait LogLine {
-    fn json(&self) -> String;
-    /// The `key=value` text line, into `out`.
-    fn text(&self, out: &mut String);
+    /// Calls `each` with every field, in the line's order.
+    fn fields(&self, each: &mut impl FnMut(&str, Value<'_>));
 
     fn format(&self, format: LogFormat) -> String {
         match format {
-            LogFormat::Json => self.json(),
+            LogFormat::Json => {
+                let mut j = JsonLine::new();
+                self.fields(&mut |key, value| j.field(key, &value));
+                j.finish()
+            }
             LogFormat::Text => {
                 let mut out = String::with_capacity(256);
-                self.text(&mut out);
+                self.fields(&mut |key, value| {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(key);
+                    out.push('=');
+                    value.write(&mut out);
+                });
                 out
             }
         }
@@ -64,60 +74,31 @@ pub trait LogLine {
 }
 
 impl LogLine for Record {
-    fn json(&self) -> String {
-        let mut j = JsonLine::new();
-        j.str("event", self.event);
-        j.str("time", &self.time);
-        j.ip("peer", self.peer);
-        j.opt("sni", self.sni.as_deref());
-        j.opt("principal", self.principal.as_deref());
-        j.str("method", &self.method);
-        j.opt("host", self.host.as_deref());
-        j.str("path", &self.path);
-        j.num("status", u64::from(self.status));
-        j.num("bytes", self.bytes);
-        j.millis("duration_ms", self.duration_ms);
-        j.opt("route", self.route.as_deref());
-        j.opt("upstream", self.upstream.as_deref());
-        j.opt("decision", self.decision);
-        j.opt("policy", self.policy.as_deref());
-        j.finish()
-    }
-
-    fn text(&self, out: &mut String) {
-        fn opt(v: &Option<String>) -> Value<'_> {
-            v.as_deref().map_or(Value::Missing, Value::Text)
-        }
-        let fields: [(&str, Value<'_>); 15] = [
-            ("event", Value::Text(self.event)),
-            ("time", Value::Text(&self.time)),
-            ("peer", Value::Ip(self.peer)),
-            ("sni", opt(&self.sni)),
-            ("principal", opt(&self.principal)),
-            ("method", Value::Text(&self.method)),
-            ("host", opt(&self.host)),
-            ("path", Value::Text(&self.path)),
-            ("status", Value::Number(u64::from(self.status))),
-            ("bytes", Value::Number(self.bytes)),
-            ("duration_ms", Value::Millis(self.duration_ms)),
-            ("route", opt(&self.route)),
-            ("upstream", opt(&self.upstream)),
-            (
-                "decision",
-                self.decision.map(Value::Text).unwrap_or(Value::Missing),
-            ),
-            ("policy", opt(&self.policy)),
-        ];
-        write_fields(&fields, out);
+    fn fields(&self, each: &mut impl FnMut(&str, Value<'_>)) {
+        each("event", Value::Text(self.event));
+        each("time", Value::Text(&self.time));
+        each("peer", Value::Ip(self.peer));
+        each("sni", Value::opt(self.sni.as_deref()));
+        each("principal", Value::opt(self.principal.as_deref()));
+        each("method", Value::Text(&self.method));
+        each("host", Value::opt(self.host.as_deref()));
+        each("path", Value::Text(&self.path));
+        each("status", Value::Number(u64::from(self.status)));
+        each("bytes", Value::Number(self.bytes));
+        each("duration_ms", Value::Millis(self.duration_ms));
+        each("route", Value::opt(self.route.as_deref()));
+        each("upstream", Value::opt(self.upstream.as_deref()));
+        each("decision", Value::opt(self.decision));
+        each("policy", Value::opt(self.policy.as_deref()));
     }
 }
 
 /// A flat JSON object written field by field, straight into one `String` (serde_json spent
 /// more instructions on a line than the rest of the request's logging together).
-pub(crate) struct JsonLine(String);
+struct JsonLine(String);
 
 impl JsonLine {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         let mut out = String::with_capacity(320);
         out.push('{');
         Self(out)
@@ -132,55 +113,32 @@ impl JsonLine {
         self.0.push_str("\":");
     }
 
-    pub(crate) fn str(&mut self, key: &str, value: &str) {
+    fn field(&mut self, key: &str, value: &Value<'_>) {
         self.key(key);
-        json_string(value, &mut self.0);
-    }
-
-    pub(crate) fn opt(&mut self, key: &str, value: Option<&str>) {
         match value {
-            Some(v) => self.str(key, v),
-            None => {
-                self.key(key);
-                self.0.push_str("null");
+            Value::Text(v) => json_string(v, &mut self.0),
+            Value::Ip(ip) => {
+                self.0.push('"');
+                push_ip(*ip, &mut self.0);
+                self.0.push('"');
             }
+            Value::Number(n) => push_u64(*n, &mut self.0),
+            Value::Millis(ms) => push_millis(*ms, &mut self.0),
+            Value::List(items) => {
+                self.0.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(',');
+                    }
+                    json_string(v, &mut self.0);
+                }
+                self.0.push(']');
+            }
+            Value::Missing => self.0.push_str("null"),
         }
     }
 
-    pub(crate) fn ip(&mut self, key: &str, ip: IpAddr) {
-        self.key(key);
-        self.0.push('"');
-        push_ip(ip, &mut self.0);
-        self.0.push('"');
-    }
-
-    pub(crate) fn num(&mut self, key: &str, n: u64) {
-        self.key(key);
-        push_u64(n, &mut self.0);
-    }
-
-    /// Milliseconds with three decimals, as the text format writes them.
-    pub(crate) fn millis(&mut self, key: &str, ms: f64) {
-        self.key(key);
-        push_millis(ms, &mut self.0);
-    }
-
-    pub(crate) fn strs(&mut self, key: &str, values: Option<&[String]>) {
-        let Some(values) = values else {
-            return self.opt(key, None);
-        };
-        self.key(key);
-        self.0.push('[');
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                self.0.push(',');
-            }
-            json_string(v, &mut self.0);
-        }
-        self.0.push(']');
-    }
-
-    pub(crate) fn finish(mut self) -> String {
+    fn finish(mut self) -> String {
         self.0.push('}');
         self.0
     }
@@ -264,31 +222,29 @@ fn json_string(value: &str, out: &mut String) {
     out.push('"');
 }
 
-/// `key=value` pairs separated by spaces.
-pub(crate) fn write_fields(fields: &[(&str, Value<'_>)], out: &mut String) {
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(key);
-        out.push('=');
-        value.write(out);
-    }
-}
-
-/// One value of a text line.
-pub(crate) enum Value<'a> {
+/// One field's value.
+pub enum Value<'a> {
     Text(&'a str),
     Ip(IpAddr),
     Number(u64),
+    /// Milliseconds, written with three decimals.
     Millis(f64),
+    /// Strings: a JSON array; in text, joined with `,`.
+    List(&'a [String]),
+    /// JSON `null`, text `-`.
     Missing,
 }
 
-impl Value<'_> {
+impl<'a> Value<'a> {
+    pub fn opt(value: Option<&'a str>) -> Self {
+        value.map_or(Self::Missing, Self::Text)
+    }
+
+    /// The text format's spelling.
     fn write(&self, out: &mut String) {
         match self {
             Self::Text(v) => write_text(v, out),
+            Self::List(items) => write_text(&items.join(","), out),
             Self::Ip(ip) => push_ip(*ip, out),
             Self::Number(n) => push_u64(*n, out),
             Self::Millis(ms) => push_millis(*ms, out),

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::access_log::{self, AccessLog, JsonLine, LogLine, Value};
+use super::access_log::{self, AccessLog, LogLine, Value};
 use crate::tls::credentials::CertSummary;
 use crate::tls::{Failure, HandshakeOutcome};
 
@@ -66,41 +66,21 @@ impl HandshakeRecord {
 }
 
 impl LogLine for HandshakeRecord {
-    fn json(&self) -> String {
-        let mut j = JsonLine::new();
-        j.str("event", self.event);
-        j.str("time", &self.time);
-        j.ip("peer", self.peer);
-        j.opt("sni", self.sni.as_deref());
-        j.str("result", self.result);
-        j.opt("subject", self.subject.as_deref());
-        j.opt("issuer", self.issuer.as_deref());
-        j.opt("serial", self.serial.as_deref());
-        j.strs("sans", self.sans.as_deref());
-        j.opt("not_after", self.not_after.as_deref());
-        j.num("suppressed", self.suppressed);
-        j.finish()
-    }
-
-    fn text(&self, out: &mut String) {
-        fn opt(v: &Option<String>) -> Value<'_> {
-            v.as_deref().map_or(Value::Missing, Value::Text)
-        }
-        let sans = self.sans.as_ref().map(|s| s.join(","));
-        let fields: [(&str, Value<'_>); 11] = [
-            ("event", Value::Text(self.event)),
-            ("time", Value::Text(&self.time)),
-            ("peer", Value::Ip(self.peer)),
-            ("sni", opt(&self.sni)),
-            ("result", Value::Text(self.result)),
-            ("subject", opt(&self.subject)),
-            ("issuer", opt(&self.issuer)),
-            ("serial", opt(&self.serial)),
-            ("sans", opt(&sans)),
-            ("not_after", opt(&self.not_after)),
-            ("suppressed", Value::Number(self.suppressed)),
-        ];
-        access_log::write_fields(&fields, out);
+    fn fields(&self, each: &mut impl FnMut(&str, Value<'_>)) {
+        each("event", Value::Text(self.event));
+        each("time", Value::Text(&self.time));
+        each("peer", Value::Ip(self.peer));
+        each("sni", Value::opt(self.sni.as_deref()));
+        each("result", Value::Text(self.result));
+        each("subject", Value::opt(self.subject.as_deref()));
+        each("issuer", Value::opt(self.issuer.as_deref()));
+        each("serial", Value::opt(self.serial.as_deref()));
+        each(
+            "sans",
+            self.sans.as_deref().map_or(Value::Missing, Value::List),
+        );
+        each("not_after", Value::opt(self.not_after.as_deref()));
+        each("suppressed", Value::Number(self.suppressed));
     }
 }
 
