@@ -13,9 +13,9 @@ use crate::cli::{AuthzArgs, ConfigArg, EchoArgs};
 use crate::config::LogFormat;
 use crate::http::access_log::AccessLog;
 use crate::http::admission::{self, Refused};
-use crate::http::normalize;
-use crate::http::{ConnInfo, RequestView};
 use crate::identity::{self, PeerIdentity};
+use crate::request::normalize;
+use crate::request::{ConnInfo, RequestView};
 use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
 use crate::tls::credentials;
@@ -258,12 +258,12 @@ pub fn authz(args: &AuthzArgs) -> ExitCode {
     let sni = match &args.sni {
         Some(s) => s.to_ascii_lowercase(),
         None => {
-            let name = crate::tls::sni::strip_port(&args.host);
+            let name = crate::host::strip_port(&args.host);
             name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
         }
     };
     let Some((server, _)) =
-        crate::tls::sni::select(&rt.servers, |s| &s.config.hosts, Some(sni.as_str()))
+        crate::host::select(&rt.servers, |s| &s.config.hosts, Some(sni.as_str()))
     else {
         return usage(format!(
             "no [[server]] serves SNI {sni:?}: the TLS handshake would fail (unknown_sni)"

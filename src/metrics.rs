@@ -11,8 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::runtime::{CertKind, Runtime};
-
 /// A shared label value: cloning it is a reference-count increment, not an allocation.
 pub type Name = Arc<String>;
 
@@ -249,17 +247,18 @@ impl Metrics {
 
     /// Creates the series a dashboard expects to see from the start, at zero: handshakes `ok`
     /// per server, open connections per listener, both denial reasons, both reload results.
-    pub fn init_series(&self, rt: &Runtime) {
-        for s in &rt.servers {
+    /// `servers` are the server labels; `plaintext` says whether the `http` listener is on.
+    pub fn init_series<'a>(&self, servers: impl IntoIterator<Item = &'a Name>, plaintext: bool) {
+        for server in servers {
             let _ = self.handshakes.get_or_create(&HandshakeLabels {
-                server: s.label.clone(),
+                server: server.clone(),
                 result: "ok",
             });
         }
         let _ = self
             .connections_active
             .get_or_create(&ListenerLabels { listener: "https" });
-        if rt.config.listen.http.is_some() {
+        if plaintext {
             let _ = self
                 .connections_active
                 .get_or_create(&ListenerLabels { listener: "http" });
@@ -297,24 +296,21 @@ impl Metrics {
         ActiveGuard(gauge)
     }
 
-    /// Sets the expiry gauges to the certificates of `rt` (server leaves and client CAs).
-    pub fn set_certs(&self, rt: &Runtime) {
+    /// Sets the expiry gauges to `certs`: (server name, `server` | `client_ca`, serial,
+    /// notAfter in Unix seconds), dropping the series of certificates no longer loaded.
+    pub fn set_certs<'a>(
+        &self,
+        certs: impl IntoIterator<Item = (&'a str, &'static str, &'a str, i64)>,
+    ) {
         self.cert_not_after.clear();
-        for s in &rt.servers {
-            for (kind, cert) in &s.certs {
-                let kind = match kind {
-                    CertKind::Server => "server",
-                    CertKind::ClientCa => "client_ca",
-                    CertKind::ServerChain => continue,
-                };
-                self.cert_not_after
-                    .get_or_create(&CertLabels {
-                        server: s.config.name().to_owned(),
-                        kind,
-                        serial: cert.serial.clone(),
-                    })
-                    .set(cert.not_after);
-            }
+        for (server, kind, serial, not_after) in certs {
+            self.cert_not_after
+                .get_or_create(&CertLabels {
+                    server: server.to_owned(),
+                    kind,
+                    serial: serial.to_owned(),
+                })
+                .set(not_after);
         }
     }
 }

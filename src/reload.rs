@@ -61,8 +61,7 @@ impl Reloader {
             .and_then(|new| restart_only(&self.runtime.load().config, &new.config).map(|()| new));
         let outcome = match result {
             Ok(new) => {
-                self.metrics.init_series(&new);
-                self.metrics.set_certs(&new);
+                new.init_metrics(&self.metrics);
                 self.runtime.store(Arc::new(new));
                 tracing::info!(%cause, "reloaded configuration and certificates");
                 Ok(())

@@ -2,7 +2,7 @@
 //! Prefixes match whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
 
 use crate::config::RouteConfig;
-use crate::tls::sni;
+use crate::host;
 
 /// Picks the route for a (normalized) path and Host (port already stripped, any case).
 pub fn select<'r>(
@@ -11,7 +11,7 @@ pub fn select<'r>(
     path: &str,
 ) -> Option<(usize, &'r RouteConfig)> {
     routes.iter().enumerate().find(|(_, r)| {
-        (r.hosts.is_empty() || host.is_some_and(|h| sni::any_matches(&r.hosts, h)))
+        (r.hosts.is_empty() || host.is_some_and(|h| host::any_matches(&r.hosts, h)))
             && prefix_matches(&r.path_prefix, path)
     })
 }
@@ -29,7 +29,7 @@ mod tests {
 
     use super::*;
     use crate::config::Upstream;
-    use crate::tls::sni::HostPattern;
+    use crate::host::HostPattern;
 
     fn route(hosts: &[&str], prefix: &str) -> RouteConfig {
         RouteConfig {

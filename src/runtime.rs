@@ -52,7 +52,7 @@ impl CertKind {
 /// What a route needs per request that outlives snapshots (held by `Shared`), cached here.
 #[derive(Debug, Default)]
 pub struct RouteState {
-    pub pool: crate::http::forward::PoolSlot,
+    pub pool: crate::upstream::PoolSlot,
     pub series: std::sync::OnceLock<Arc<crate::metrics::RouteSeries>>,
 }
 
@@ -131,7 +131,7 @@ impl Published {
     /// client that stays accepted. Open connections and WebSocket tunnels both wait on it.
     pub async fn until_refused(
         &self,
-        conn: &crate::http::ConnInfo,
+        conn: &crate::request::ConnInfo,
         swaps: &mut tokio::sync::watch::Receiver<u64>,
     ) -> Refused {
         let expires = conn.identity.as_ref().map(|id| {
@@ -191,11 +191,11 @@ impl Runtime {
     /// new CRL, a CA dropped from `client_ca`, a narrower `allowed_sans` or new pins refuse it.
     pub fn accepts(
         &self,
-        conn: &crate::http::ConnInfo,
+        conn: &crate::request::ConnInfo,
         now: UnixTime,
     ) -> Result<(), verifier::HandshakeOutcome> {
         let Some((_, server)) =
-            crate::tls::sni::select(&self.servers, |s| &s.config.hosts, conn.sni.as_deref())
+            crate::host::select(&self.servers, |s| &s.config.hosts, conn.sni.as_deref())
         else {
             return Err(verifier::HandshakeOutcome::UnknownSni);
         };
@@ -203,6 +203,25 @@ impl Runtime {
             None => Ok(()),
             Some(v) => verifier::recheck(v.as_ref(), conn.chain.as_deref().unwrap_or(&[]), now),
         }
+    }
+
+    /// Sets the metric series that follow the configuration: each server's handshake
+    /// series at zero, and the certificate expiry gauges (server leaves and client CAs).
+    pub fn init_metrics(&self, metrics: &crate::metrics::Metrics) {
+        metrics.init_series(
+            self.servers.iter().map(|s| &s.label),
+            self.config.listen.http.is_some(),
+        );
+        metrics.set_certs(self.servers.iter().flat_map(|s| {
+            s.certs.iter().filter_map(|(kind, cert)| {
+                let kind = match kind {
+                    CertKind::Server => "server",
+                    CertKind::ClientCa => "client_ca",
+                    CertKind::ServerChain => return None,
+                };
+                Some((s.config.name(), kind, cert.serial.as_str(), cert.not_after))
+            })
+        }));
     }
 
     /// Reads and validates the config file and every file it names.

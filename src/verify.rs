@@ -15,11 +15,12 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 use crate::cli::VerifyArgs;
 use crate::commands::fail;
 use crate::config::ClientAuth;
+use crate::host;
 use crate::http::access_log::rfc3339;
 use crate::identity;
 use crate::runtime::{CertKind, Runtime, Server};
 use crate::tls::credentials::{self, CertSummary};
-use crate::tls::{HandshakeOutcome, sni, verifier};
+use crate::tls::{HandshakeOutcome, verifier};
 
 /// What `verify` found.
 #[derive(Debug)]
@@ -99,7 +100,7 @@ pub fn verify(
 ) -> Verdict {
     let lowered = sni_name.map(str::to_ascii_lowercase);
     let chosen = match &lowered {
-        Some(name) => sni::select(&rt.servers, |s| &s.config.hosts, Some(name.as_str())),
+        Some(name) => host::select(&rt.servers, |s| &s.config.hosts, Some(name.as_str())),
         None => rt.servers.first().map(|s| (0, s)),
     };
     let Some((index, server)) = chosen else {

@@ -1,5 +1,5 @@
 //! `[[policy]]` tables in, compiled rules out. Every pattern, CIDR, port and `when` key is
-//! parsed here, once, at load; a problem becomes a [`FieldError`] whose path names the exact
+//! parsed here, once, at load; a problem becomes a [`PolicyError`] whose path names the exact
 //! value (`policy[1].rules[0].to.paths[2]`) and whose message says what is allowed. All
 //! problems are reported, not just the first.
 //!
@@ -14,9 +14,9 @@ use http::HeaderName;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::pattern::{PathPattern, StrPattern};
+use super::raw::{RawCondition, RawFrom, RawPolicy, RawPort, RawRule, RawTo};
 use super::{Action, AuditSet};
-use crate::config::FieldError;
-use crate::config::raw::{RawCondition, RawFrom, RawPolicy, RawPort, RawRule, RawTo};
+use crate::host::strip_port;
 
 /// The `when` keys, in the order error messages list them.
 const SUPPORTED_KEYS: &str =
@@ -69,7 +69,7 @@ pub(crate) enum Test {
 }
 
 /// Compiles and validates all policies, in file order.
-pub(crate) fn policies(raw: &[RawPolicy]) -> Result<Vec<Policy>, Vec<FieldError>> {
+pub(crate) fn policies(raw: &[RawPolicy]) -> Result<Vec<Policy>, Vec<PolicyError>> {
     let mut errs = Errors::default();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -379,29 +379,32 @@ fn ip_block(s: &str) -> Option<IpNet> {
     Some(net.trunc())
 }
 
-/// `host:port` → `host`, `[v6]:port` → `[v6]`; a bare IPv6 address is left alone. Used on
-/// both the request's Host and the `to.hosts` patterns: SPEC says the port is ignored.
-pub(crate) fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
+/// One problem in a `[[policy]]` table: the field path
+/// (`policy[1].rules[0].to.paths[2]`) and what is allowed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
     }
 }
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+struct Errors(Vec<PolicyError>);
 
 impl Errors {
     fn push(&mut self, path: String, message: impl Into<String>) {
-        self.0.push(FieldError::new(path, message));
+        self.0.push(PolicyError {
+            path,
+            message: message.into(),
+        });
     }
 
-    fn finish<T>(self, ok: T) -> Result<T, Vec<FieldError>> {
+    fn finish<T>(self, ok: T) -> Result<T, Vec<PolicyError>> {
         if self.0.is_empty() {
             Ok(ok)
         } else {
@@ -419,7 +422,7 @@ mod tests {
         policy: Vec<RawPolicy>,
     }
 
-    fn errors(toml_text: &str) -> Vec<FieldError> {
+    fn errors(toml_text: &str) -> Vec<PolicyError> {
         let w: Wrapper =
             toml::from_str(toml_text).unwrap_or_else(|e| panic!("bad TOML {toml_text}: {e}"));
         match policies(&w.policy) {

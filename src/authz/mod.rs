@@ -29,18 +29,20 @@
 
 mod compile;
 mod pattern;
+pub mod raw;
 #[cfg(test)]
 mod tests;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use self::compile::{Policy, Test, strip_port};
+pub use self::compile::PolicyError;
+use self::compile::{Policy, Test};
 use self::pattern::Case;
-use crate::config::FieldError;
-use crate::config::raw::RawPolicy;
-use crate::http::RequestView;
+use self::raw::RawPolicy;
+use crate::host::strip_port;
 use crate::identity::PeerIdentity;
+use crate::request::RequestView;
 
 /// What a policy does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,7 +78,7 @@ impl Policies {
     /// `policy[1].rules[0].to.paths[2]` and say what is allowed, e.g.
     /// `policy[1].rules[0].to.paths[2]: "*a*": '*' is allowed only at the start or end`.
     /// Every problem is reported, in file order.
-    pub fn compile(raw: &[RawPolicy]) -> Result<Self, Vec<FieldError>> {
+    pub fn compile(raw: &[RawPolicy]) -> Result<Self, Vec<PolicyError>> {
         let policies = compile::policies(raw)?;
         let indices = |action: Action| -> Box<[usize]> {
             policies

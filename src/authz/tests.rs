@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use super::raw::RawPolicy;
 use super::*;
-use crate::http::ConnInfo;
+use crate::request::ConnInfo;
 
 #[derive(serde::Deserialize)]
 struct Wrapper {

@@ -19,6 +19,15 @@ impl FieldError {
     }
 }
 
+impl From<crate::authz::PolicyError> for FieldError {
+    fn from(e: crate::authz::PolicyError) -> Self {
+        Self {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)

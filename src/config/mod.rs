@@ -18,8 +18,8 @@ pub use error::FieldError;
 pub(crate) use validate::parse_duration;
 
 use crate::authz::Policies;
-use crate::http::normalize;
-use crate::tls::sni::HostPattern;
+use crate::host::HostPattern;
+use crate::request::normalize;
 
 /// A checked configuration.
 #[derive(Debug)]

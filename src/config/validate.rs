@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::raw::*;
 use super::*;
 use crate::authz::Policies;
-use crate::http::normalize::{EscapedSlashes, Options, PathNormalization};
-use crate::tls::sni::HostPattern;
+use crate::host::HostPattern;
+use crate::request::normalize::{EscapedSlashes, Options, PathNormalization};
 
 /// Collects field errors while validation goes on.
 #[derive(Default)]
@@ -56,7 +56,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
         .filter_map(|(i, r)| validate_route(r, i, base, &mut errs))
         .collect();
     let policies = Policies::compile(&policy)
-        .map_err(|e| errs.0.extend(e))
+        .map_err(|e| errs.0.extend(e.into_iter().map(FieldError::from)))
         .ok();
     let proxy = validate_proxy(proxy, &mut errs);
     let RawRuntime { workers } = runtime;

@@ -4,7 +4,7 @@
 //! 1. `OPTIONS *` is answered by the proxy (`204`), over HTTP/1.1 and HTTP/2;
 //! 2. an authority-form target (`GET host:443`) is `400` (CONNECT is not proxied);
 //! 3. the host: `:authority` (HTTP/2, absolute-form) or the one `Host` header — more than
-//!    one is `400` — checked and stripped of one trailing dot ([`super::host`]), then bound to
+//!    one is `400` — checked and stripped of one trailing dot ([`crate::host`]), then bound to
 //!    the TLS server of the connection (`421`);
 //! 4. headers with underscores are dropped (or `400`);
 //! 5. the headers are sanitized as they will be forwarded ([`headers::sanitize`]): hop-by-hop
@@ -21,11 +21,11 @@ use std::borrow::Cow;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Uri, Version};
 
-use super::host::{self, BadHost};
-use super::normalize::{self, Normalized};
-use super::{ConnInfo, ProxyError, headers};
+use super::{ProxyError, headers};
 use crate::config::{ForwardClientCert, ProxySettings};
-use crate::tls::sni::{self, HostPattern};
+use crate::host::{self, BadHost, HostPattern};
+use crate::request::ConnInfo;
+use crate::request::normalize::{self, Normalized};
 
 /// A request that may go on to authorization.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ pub fn admit<'a>(
     };
     let authority = host::parse(raw).map_err(ProxyError::BadHost)?;
     let name_len = authority.name().len();
-    if !sni::any_matches(server_hosts, authority.name()) {
+    if !host::any_matches(server_hosts, authority.name()) {
         return Err(ProxyError::Misdirected.into());
     }
     let host = match (&authority.full, host_header) {

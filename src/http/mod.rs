@@ -5,33 +5,26 @@
 
 pub mod access_log;
 pub mod admission;
-pub mod body;
-pub mod forward;
 pub mod handshake_log;
 pub mod head_scan;
 pub mod headers;
-pub mod host;
-pub mod normalize;
 pub mod redirect;
 pub mod service;
 pub mod tunnel;
-mod view;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
-pub use view::{ConnInfo, RequestView};
-
 /// Every response body the proxy sends: an upstream's streamed body, or one it made itself.
-pub type ProxyBody = Either<forward::UpstreamBody, Full<Bytes>>;
+pub type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
 
 /// Why the proxy answered a request itself, classified by who caused it. The same value
 /// picks the status code and the access-log/metric reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// The path failed normalization (malformed escape, NUL, control char, ...).
-    BadPath(normalize::BadPath),
+    BadPath(crate::request::normalize::BadPath),
     /// A header with an underscore under `headers_with_underscores = "reject"`.
     UnderscoreHeader(String),
     /// Host is not one of the hosts of the server the connection was accepted for.
@@ -49,7 +42,7 @@ pub enum ProxyError {
     /// No Host / :authority at all.
     MissingHost,
     /// A Host / :authority that is not `name[:port]`, or more than one Host header.
-    BadHost(host::BadHost),
+    BadHost(crate::host::BadHost),
     /// HTTP/1 request with both Content-Length and Transfer-Encoding (a smuggling attempt).
     AmbiguousLength,
     /// The request body turned out malformed mid-stream (bad chunk framing), or the client
@@ -57,6 +50,20 @@ pub enum ProxyError {
     BadRequestBody,
     /// The client sent no request body bytes for `stream_idle_timeout`.
     RequestTimeout,
+}
+
+impl From<crate::upstream::UpstreamError> for ProxyError {
+    fn from(e: crate::upstream::UpstreamError) -> Self {
+        use crate::upstream::UpstreamError;
+        match e {
+            UpstreamError::Unavailable(why) => Self::UpstreamUnavailable(why),
+            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::BadResponse(why) => Self::BadUpstreamResponse(why),
+            UpstreamError::BadTarget => {
+                Self::BadPath(crate::request::normalize::BadPath::ControlOrSpace)
+            }
+        }
+    }
 }
 
 impl ProxyError {

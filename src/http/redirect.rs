@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::host;
+use crate::host;
 
 /// The `location` of the redirect, or `None` when there is no usable host.
 pub fn location(host: Option<&str>, https_port: u16, path_and_query: &str) -> Option<String> {

@@ -17,16 +17,17 @@ use tokio::time::Instant;
 
 use super::access_log::{self, AccessLog, Record};
 use super::admission::{self, Refused};
-use super::body::{BodyOutcome, BodyState, ClientBody};
-use super::forward::Upstreams;
-use super::{ConnInfo, ProxyBody, ProxyError, RequestView, headers, text_response, tunnel};
+use crate::upstream::{BodyOutcome, BodyState, ClientBody};
+use crate::upstream::Upstreams;
+use super::{ProxyBody, ProxyError, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
 use crate::config::{ClientCertHeaders, Upstream};
 use crate::limits::Lease;
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
+use crate::request::{ConnInfo, RequestView};
 use crate::runtime::{Published, Runtime};
 use crate::watchdog::RequestGuard;
-use crate::{routing, tls::sni};
+use crate::{host, routing};
 
 /// Long-lived state shared by every connection: outlives any one config snapshot.
 pub struct Shared {
@@ -203,7 +204,7 @@ async fn serve(
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
             })
-            .map(|h| sni::strip_port(h).to_owned());
+            .map(|h| host::strip_port(h).to_owned());
         facts.path = Some(parts.uri.path().to_owned());
     }
     let server = &conn.tls_runtime.servers[conn.info.server];
@@ -304,7 +305,7 @@ async fn serve(
     let mut res = pool
         .send(route.timeout, target, up_req, &series.retries)
         .await
-        .map_err(|e| blame(e, body_state.as_deref()))?;
+        .map_err(|e| blame(e.into(), body_state.as_deref()))?;
     series
         .upstream_duration
         .observe(sent.elapsed().as_secs_f64());
@@ -400,7 +401,9 @@ fn redirect_307(location: &str) -> Response<ProxyBody> {
             res.headers_mut().insert(header::LOCATION, v);
             res
         }
-        Err(_) => ProxyError::BadPath(super::normalize::BadPath::ControlOrSpace).response(),
+        Err(_) => {
+            ProxyError::BadPath(crate::request::normalize::BadPath::ControlOrSpace).response()
+        }
     }
 }
 

@@ -19,12 +19,12 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::ProxySettings;
-use crate::http::ConnInfo;
 use crate::http::head_scan::HeadScan;
 use crate::http::service::{self, Conn, Shared};
 use crate::limits::{Lease, PerIp};
 use crate::metrics::{HandshakeLabels, RejectedLabels};
 use crate::proxy_protocol;
+use crate::request::ConnInfo;
 use crate::runtime::{Refused, Runtime};
 use crate::tls;
 use crate::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::config::Listen;
 use crate::http::access_log::AccessLog;
-use crate::http::forward::Upstreams;
+use crate::upstream::Upstreams;
 use crate::http::handshake_log::RefusedHandshakes;
 use crate::http::service::Shared;
 use crate::limits::{self, PerIp};
@@ -86,8 +86,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let rt = runtime.load_full();
     let settings = rt.config.proxy.clone();
-    metrics.init_series(&rt);
-    metrics.set_certs(&rt);
+    rt.init_metrics(&metrics);
     let nofile = limits::raise_nofile_limit();
     let (caps, note) = limits::plan(
         nofile,

@@ -2,7 +2,6 @@
 //! with that server's rustls config, all under one deadline (`handshake_timeout`).
 
 pub mod credentials;
-pub mod sni;
 pub mod verifier;
 
 use std::sync::Arc;
@@ -108,7 +107,8 @@ where
         .client_hello()
         .server_name()
         .map(str::to_ascii_lowercase);
-    let Some((index, server)) = sni::select(&runtime.servers, |s| &s.config.hosts, sni.as_deref())
+    let Some((index, server)) =
+        crate::host::select(&runtime.servers, |s| &s.config.hosts, sni.as_deref())
     else {
         let mut io = start.io;
         // Best effort: the client is told why before the connection closes.

@@ -1,5 +1,9 @@
-//! The facts the decision code may look at: [`ConnInfo`], fixed for a connection, and
-//! [`RequestView`], borrowed per request. Plain data, no I/O.
+//! The request as the decisions see it: [`ConnInfo`], fixed for a connection, and
+//! [`RequestView`], borrowed per request, plus [`normalize`], the path pipeline they
+//! run on. Plain data and pure functions, no I/O: the bottom layer that `authz`, `routing`
+//! and `config` build on.
+
+pub mod normalize;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -55,7 +55,7 @@ impl BodyState {
 
 /// The error a stalled body ends with.
 #[derive(Debug)]
-pub struct ClientStalled(Duration);
+pub(super) struct ClientStalled(Duration);
 
 impl std::fmt::Display for ClientStalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
