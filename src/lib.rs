@@ -26,19 +26,18 @@
 //! https; [`admin`] serves health and certificate endpoints. [`dev`] holds the dev PKI and
 //! the echo upstream used by tests and demos; [`bench`] is the mTLS load generator.
 
-pub mod admin;
 pub mod authz;
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod conn;
 pub mod dev;
 pub mod host;
 pub mod http;
 pub mod identity;
-pub mod limits;
+pub mod log;
 pub mod metrics;
-pub mod proxy_protocol;
 pub mod reload;
 pub mod request;
 pub mod routing;
@@ -46,5 +45,3 @@ pub mod runtime;
 pub mod server;
 pub mod upstream;
 pub mod tls;
-pub mod verify;
-pub mod watchdog;

@@ -20,8 +20,8 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => commands::run(args),
         Command::Check(args) => commands::check(args),
-        Command::Authz(args) => commands::authz(args),
-        Command::Demo(a) => gatehouse::dev::demo::run(&gatehouse::dev::demo::DemoOptions {
+        Command::Authz(args) => commands::authz::run(args),
+        Command::Demo(a) => commands::demo::run(&commands::demo::DemoOptions {
             dir: a.dir.clone(),
             https_port: a.https_port,
             http_port: a.http_port,
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }),
         Command::Echo(args) => commands::echo(args),
         Command::Bench(args) => gatehouse::bench::run(args),
-        Command::Verify(args) => gatehouse::verify::run(args),
-        Command::Cert(cmd) => gatehouse::dev::cert_cmd::run(cmd),
+        Command::Verify(args) => commands::verify::run(args),
+        Command::Cert(cmd) => commands::cert::run(cmd),
     }
 }

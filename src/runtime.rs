@@ -171,6 +171,18 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Logs that an open connection (or tunnel) of `peer` is being closed, and why.
+    pub fn log(self, peer: std::net::SocketAddr, action: &str) {
+        match self {
+            Self::Revoked(outcome) => tracing::info!(
+                %peer,
+                result = outcome.as_str(),
+                "client no longer accepted after a reload: {action}"
+            ),
+            Self::Expired => tracing::info!(%peer, "client certificate expired: {action}"),
+        }
+    }
+
     /// The `reason` label of `gatehouse_connections_closed_total`.
     pub fn reason(self) -> &'static str {
         match self {

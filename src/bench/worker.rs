@@ -2,9 +2,7 @@
 //! has been read whole. Every step (connect, handshake, request and body) is bounded by
 //! [`STEP_TIMEOUT`], and no loop starts work after the window closes.
 
-use std::error::Error as StdError;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -231,50 +229,3 @@ async fn exchange(
         })
 }
 
-/// Sorts an error by the side and layer that failed, walking its sources (hyper wraps the
-/// I/O error, which wraps the TLS alert): a TLS error anywhere in the chain wins.
-pub(crate) fn classify(err: &(dyn StdError + 'static)) -> ErrorKind {
-    let chain = || sources(err);
-    // Over HTTP/2 the TLS error reaches us as text only (h2 keeps an I/O error's kind and
-    // message); an `InvalidData` I/O error from the TLS stream is always a TLS one (that is
-    // how tokio-rustls reports them; hyper reports its own parse errors otherwise).
-    let is_tls = |e: &(dyn StdError + 'static)| {
-        e.is::<rustls::Error>()
-            || e.downcast_ref::<io::Error>()
-                .is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
-            || e.downcast_ref::<h2::Error>()
-                .and_then(h2::Error::get_io)
-                .is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
-    };
-    if chain().any(is_tls) {
-        return ErrorKind::Tls;
-    }
-    chain().find_map(layer_kind).unwrap_or(ErrorKind::Protocol)
-}
-
-fn sources<'a>(
-    err: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(err), |&e| e.source())
-}
-
-fn layer_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
-    if let Some(io) = e.downcast_ref::<io::Error>() {
-        return match io.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof => Some(ErrorKind::Reset),
-            io::ErrorKind::TimedOut => Some(ErrorKind::Timeout),
-            _ => None,
-        };
-    }
-    if let Some(h2) = e.downcast_ref::<h2::Error>() {
-        if let Some(io) = h2.get_io() {
-            return layer_kind(io);
-        }
-        return (h2.is_reset() || h2.is_go_away()).then_some(ErrorKind::Reset);
-    }
-    let hyper = e.downcast_ref::<hyper::Error>()?;
-    (hyper.is_incomplete_message() || hyper.is_canceled()).then_some(ErrorKind::Reset)
-}

@@ -1,8 +1,6 @@
 //! Developer tools off the request path: the dev PKI (`gatehouse cert`), the echo upstream
 //! (`gatehouse echo`) and the quickstart (`gatehouse demo`).
 
-pub mod cert_cmd;
-pub mod demo;
 pub mod echo;
 pub mod pki;
 

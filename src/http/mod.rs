@@ -3,11 +3,13 @@
 //! (normalize → authorize → route → forward), `forward` talks to upstreams, `redirect` is the
 //! plaintext listener.
 
-pub mod access_log;
+
 pub mod admission;
-pub mod handshake_log;
-pub mod head_scan;
+pub mod connection;
+
+
 pub mod headers;
+pub mod logged;
 pub mod redirect;
 pub mod service;
 pub mod tunnel;

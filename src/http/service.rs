@@ -4,85 +4,27 @@
 //! `headers::*`); this file only sequences them and applies their results.
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::access_log::{self, AccessLog, Record};
+use crate::log::{self as access_log, Record};
 use super::admission::{self, Refused};
 use crate::upstream::{BodyOutcome, BodyState, ClientBody};
-use crate::upstream::Upstreams;
+use super::connection::{Conn, Shared};
+use super::logged::{LoggedBody, Pending};
 use super::{ProxyBody, ProxyError, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
 use crate::config::{ClientCertHeaders, Upstream};
-use crate::limits::Lease;
-use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, Name, RouteSeries};
-use crate::request::{ConnInfo, RequestView};
-use crate::runtime::{Published, Runtime};
-use crate::watchdog::RequestGuard;
+use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, RouteSeries};
+use crate::request::RequestView;
+use crate::runtime::Runtime;
 use crate::{host, routing};
-
-/// Long-lived state shared by every connection: outlives any one config snapshot.
-pub struct Shared {
-    /// The current snapshot; policies and routes are read from it per request.
-    pub runtime: Arc<Published>,
-    pub upstreams: Upstreams,
-    pub access_log: Option<AccessLog>,
-    /// The refused-handshake lines (in the access log, rate-limited).
-    pub refused: super::handshake_log::RefusedHandshakes,
-    pub metrics: Arc<Metrics>,
-    /// The `route` label of requests that matched no route, and its series.
-    pub unrouted: Name,
-    pub unrouted_series: OnceLock<Arc<RouteSeries>>,
-}
-
-/// Per-connection state, fixed at the end of the handshake.
-pub struct Conn {
-    pub info: ConnInfo,
-    /// The snapshot the connection's TLS was negotiated with (its server's hosts bind Host).
-    pub tls_runtime: Arc<Runtime>,
-    /// This hop's XFCC element, computed once when a client certificate was verified.
-    pub xfcc: Option<HeaderValue>,
-    /// The peer's address as an `x-forwarded-for` element.
-    pub peer: HeaderValue,
-    /// What the connection holds (permit, gauge, drain receiver) until it and its tunnel end.
-    pub lease: Lease,
-    /// RFC 9440 `client-cert` and `client-cert-chain`, made on first use.
-    client_cert: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
-}
-
-impl Conn {
-    pub fn new(info: ConnInfo, tls_runtime: Arc<Runtime>, lease: Lease) -> Self {
-        let xfcc = info
-            .identity
-            .as_ref()
-            .map(|id| headers::xfcc_element(&tls_runtime.servers[info.server].uri_sans, id))
-            .and_then(|e| HeaderValue::from_str(&e).ok());
-        Self {
-            peer: headers::peer_value(info.peer.ip()),
-            info,
-            tls_runtime,
-            xfcc,
-            lease,
-            client_cert: OnceLock::new(),
-        }
-    }
-
-    /// This connection's RFC 9440 headers (both `None` without a client certificate).
-    pub fn client_cert_headers(&self) -> &(Option<HeaderValue>, Option<HeaderValue>) {
-        self.client_cert.get_or_init(|| match &self.info.chain {
-            Some(chain) => headers::client_cert_values(chain),
-            None => (None, None),
-        })
-    }
-}
 
 /// What the access log and the metrics need to know about a request, filled in as the
 /// phases run. The `String` fields are only filled when the access log is on.
@@ -442,78 +384,6 @@ fn uuid_text(v: u128) -> [u8; 36] {
         at += 2;
     }
     out
-}
-
-/// What is recorded when the response body is done: metrics, and the access-log line.
-struct Pending {
-    shared: Arc<Shared>,
-    start: Instant,
-    series: Arc<RouteSeries>,
-    code: u16,
-    record: Option<Record>,
-}
-
-/// The response body, counting bytes; writes the access-log line when it is done or dropped.
-pub struct LoggedBody {
-    inner: ProxyBody,
-    bytes: u64,
-    pending: Option<Box<Pending>>,
-    /// Keeps the connection's request in flight until the body is done.
-    guard: Option<RequestGuard>,
-}
-
-impl LoggedBody {
-    /// Ties the request's in-flight guard to this body: the body starts streaming now, and
-    /// the connection's watchdog sees it move.
-    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
-        guard.body_started();
-        self.guard = Some(guard);
-        self
-    }
-}
-
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.len() as u64;
-            }
-            if let Some(guard) = &self.guard {
-                guard.moved();
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        let Some(p) = self.pending.take() else { return };
-        let elapsed = p.start.elapsed();
-        p.shared
-            .metrics
-            .count_request(&p.series, p.code, elapsed.as_secs_f64());
-        if let (Some(mut record), Some(log)) = (p.record, &p.shared.access_log) {
-            record.bytes = self.bytes;
-            record.duration_ms = elapsed.as_secs_f64() * 1000.0;
-            log.emit(&record);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::service::Conn;
+use super::connection::Conn;
 use crate::metrics::Metrics;
 use crate::runtime::Published;
 
@@ -70,7 +70,7 @@ pub async fn run(
             tracing::debug!(%peer, "tunnel closed at the end of the drain");
         }
         refused = published.until_refused(&conn.info, &mut swaps) => {
-            crate::server::refused_log(peer, refused, "closing its tunnel");
+            refused.log(peer, "closing its tunnel");
             metrics.closed(refused.reason());
         }
     }

@@ -19,15 +19,17 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::ProxySettings;
-use crate::http::head_scan::HeadScan;
-use crate::http::service::{self, Conn, Shared};
-use crate::limits::{Lease, PerIp};
+use crate::conn::head_scan::HeadScan;
+use crate::http::connection::{Conn, Shared};
+use crate::http::service;
+use crate::conn::limits::{Lease, PerIp};
 use crate::metrics::{HandshakeLabels, RejectedLabels};
-use crate::proxy_protocol;
+use crate::conn::proxy_protocol;
 use crate::request::ConnInfo;
-use crate::runtime::{Refused, Runtime};
+use crate::runtime::Runtime;
+use crate::conn::handshake;
 use crate::tls;
-use crate::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};
+use crate::conn::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};
 
 /// How long a client that was sent a GOAWAY (idle or drain) may keep the connection once no
 /// request is in flight (SPEC: 10 s), so one that never answers hyper's PING cannot hold it.
@@ -195,7 +197,7 @@ async fn drive(
             },
             _ = stop.changed(), if closing.is_none() => Some(GOAWAY_GRACE),
             refused = shared.runtime.until_refused(&conn.info, &mut swaps), if closing.is_none() => {
-                refused_log(peer, refused, "closing its connection");
+                refused.log(peer, "closing its connection");
                 shared.metrics.closed(refused.reason());
                 Some(REVOKED_GRACE)
             }
@@ -208,19 +210,6 @@ async fn drive(
             connection.as_mut().shutdown();
             closing = Some((Instant::now(), grace));
         }
-    }
-}
-
-/// The line for a client whose open connection or tunnel is cut because it is no longer
-/// accepted.
-pub(crate) fn refused_log(peer: SocketAddr, refused: Refused, action: &str) {
-    match refused {
-        Refused::Revoked(outcome) => tracing::info!(
-            %peer,
-            result = outcome.as_str(),
-            "client no longer accepted after a reload: {action}"
-        ),
-        Refused::Expired => tracing::info!(%peer, "client certificate expired: {action}"),
     }
 }
 
@@ -256,7 +245,7 @@ async fn handshake(
             })
             .inc();
     };
-    let refuse = |peer: SocketAddr, f: tls::Failure| {
+    let refuse = |peer: SocketAddr, f: handshake::Failure| {
         count(server_label(f.server), f.outcome);
         tracing::debug!(%peer, outcome = f.outcome.as_str(), server = ?f.server, detail = %f.detail, "TLS handshake failed");
         shared.refused.refused(peer.ip(), &f);
@@ -270,14 +259,14 @@ async fn handshake(
                 let detail = format!("no valid PROXY protocol header: {e}");
                 return refuse(
                     peer,
-                    tls::Failure::early(tls::HandshakeOutcome::Error, detail),
+                    handshake::Failure::early(tls::HandshakeOutcome::Error, detail),
                 );
             }
             Err(_) => {
                 let detail = "no PROXY protocol header within handshake_timeout".to_owned();
                 return refuse(
                     peer,
-                    tls::Failure::early(tls::HandshakeOutcome::Timeout, detail),
+                    handshake::Failure::early(tls::HandshakeOutcome::Timeout, detail),
                 );
             }
         }
@@ -286,7 +275,7 @@ async fn handshake(
         }
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match tls::accept(tcp, tls_runtime, remaining).await {
+    match handshake::accept(tcp, tls_runtime, remaining).await {
         Ok(a) => {
             count(server_label(Some(a.server)), tls::HandshakeOutcome::Ok);
             let info = ConnInfo {

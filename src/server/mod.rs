@@ -3,20 +3,20 @@
 //! Every listener is bounded in connections and in time (SPEC "Edge limits"); each cap sits
 //! next to its accept loop, taken as a permit *before* `accept`, so excess connections wait
 //! in the kernel backlog and never hold a descriptor. The caps are fitted into the process's
-//! open-file limit first ([`crate::limits::plan`]).
+//! open-file limit first ([`crate::conn::limits::plan`]).
 //! - [`https`]: `max_connections`, `max_connections_per_ip`, the handshake, then HTTP/1.1 or
-//!   HTTP/2 as ALPN chose, under the connection watchdog ([`crate::watchdog`]).
+//!   HTTP/2 as ALPN chose, under the connection watchdog ([`crate::conn::watchdog`]).
 //! - [`plain`]: `max_plaintext_connections`, one request head within `request_header_timeout`
 //!   of accept, one `301`, closed.
-//! - admin ([`crate::admin`]): 64 connections, heads within 10 s.
+//! - admin ([`crate::server::admin`]): 64 connections, heads within 10 s.
 //!
 //! On shutdown the listeners close, every connection is asked to finish (HTTP/2 GOAWAY,
 //! HTTP/1 close after the in-flight response, tunnels at the end of the drain) and the server
 //! waits up to `drain_timeout`.
 
+pub mod admin;
 mod https;
 
-pub(crate) use https::refused_log;
 mod plain;
 
 use std::future::Future;
@@ -29,11 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Listen;
-use crate::http::access_log::AccessLog;
+use crate::log::AccessLog;
 use crate::upstream::Upstreams;
-use crate::http::handshake_log::RefusedHandshakes;
-use crate::http::service::Shared;
-use crate::limits::{self, PerIp};
+use crate::log::handshake::RefusedHandshakes;
+use crate::http::connection::Shared;
+use crate::conn::limits::{self, PerIp};
 use crate::metrics::Metrics;
 use crate::runtime::Published;
 
@@ -139,7 +139,7 @@ pub async fn run(
         ));
     }
     if let Some(l) = listeners.admin {
-        tasks.spawn(crate::admin::serve(l, handle.clone(), caps.admin));
+        tasks.spawn(crate::server::admin::serve(l, handle.clone(), caps.admin));
     }
     drop(stop_rx);
     handle.ready.store(true, Ordering::SeqCst);

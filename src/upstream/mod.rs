@@ -19,9 +19,10 @@
 //! back when its response body ends; [`ClientBody`] is the client's request body on its way
 //! up, and blames the client for a stalled or malformed one.
 
-mod body;
+mod exchange;
 mod client_body;
 mod pool;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 
-pub use self::body::UpstreamBody;
+pub use self::exchange::UpstreamBody;
 pub use self::client_body::{BodyOutcome, BodyState, ClientBody};
 pub use self::pool::{Conn, Pool};
 use crate::config::Upstream;

@@ -1,24 +1,22 @@
 //! What each CLI command does, as library functions returning an exit code, so `main` stays
 //! a dispatcher and tests can call the same code.
 
+pub mod authz;
+pub mod cert;
+pub mod demo;
+pub mod verify;
+
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::authz;
-use crate::cli::{AuthzArgs, ConfigArg, EchoArgs};
+use crate::cli::{ConfigArg, EchoArgs};
 use crate::config::LogFormat;
-use crate::http::access_log::AccessLog;
-use crate::http::admission::{self, Refused};
-use crate::identity::{self, PeerIdentity};
+use crate::log::AccessLog;
 use crate::request::normalize;
-use crate::request::{ConnInfo, RequestView};
 use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
-use crate::tls::credentials;
 
 /// `gatehouse run -c FILE`.
 pub fn run(args: &ConfigArg) -> ExitCode {
@@ -187,144 +185,13 @@ pub fn summary(rt: &Runtime) -> String {
     }
     for i in 0..c.policies.len() {
         let action = match c.policies.action(i) {
-            authz::Action::Allow => "allow",
-            authz::Action::Deny => "deny",
-            authz::Action::Audit => "audit",
+            crate::authz::Action::Allow => "allow",
+            crate::authz::Action::Deny => "deny",
+            crate::authz::Action::Audit => "audit",
         };
         let _ = writeln!(out, "  {:<6} {}", action, c.policies.name(i));
     }
     out
-}
-
-/// `gatehouse authz ...`: the request through the proxy's own admission steps and policy
-/// engine. First line `ALLOW ...`, `DENY ...` or `REFUSED <status>: why` (the proxy answers
-/// before authorization); exit 0 for all three, 1 on a bad config or cert, 2 on bad arguments.
-pub fn authz(args: &AuthzArgs) -> ExitCode {
-    let rt = match Runtime::load(&args.config) {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let (identity, chain) = match (&args.cert, &args.principal) {
-        (Some(path), _) => {
-            let read = credentials::read_chain(path)
-                .map_err(|e| e.to_string())
-                .and_then(|chain| {
-                    let id = identity::from_leaf(&chain[0])
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    Ok((id, chain))
-                });
-            match read {
-                Ok((id, chain)) => (Some(Arc::new(id)), Some(Arc::from(chain))),
-                Err(e) => return fail(&e),
-            }
-        }
-        (None, Some(p)) => (
-            Some(Arc::new(PeerIdentity {
-                principals: vec![p.clone()],
-                uri_sans: vec![format!("spiffe://{p}")],
-                ..PeerIdentity::default()
-            })),
-            None,
-        ),
-        (None, None) => (None, None),
-    };
-    let usage = |msg: String| {
-        eprintln!("gatehouse authz: {msg}");
-        ExitCode::from(2)
-    };
-    let Ok(method) = Method::from_bytes(args.method.as_bytes()) else {
-        return usage(format!("bad --method {:?}", args.method));
-    };
-    let mut headers = HeaderMap::new();
-    match HeaderValue::from_str(&args.host) {
-        Ok(host) => headers.insert(http::header::HOST, host),
-        Err(_) => return usage(format!("bad --host {:?}", args.host)),
-    };
-    for kv in &args.headers {
-        let parsed = kv.split_once('=').and_then(|(k, v)| {
-            Some((
-                HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
-                HeaderValue::from_str(v.trim()).ok()?,
-            ))
-        });
-        match parsed {
-            Some((k, v)) => {
-                headers.append(k, v);
-            }
-            None => return usage(format!("bad --header {kv:?}: expected NAME=VALUE")),
-        }
-    }
-    // The SNI a client connecting to that host would send.
-    let sni = match &args.sni {
-        Some(s) => s.to_ascii_lowercase(),
-        None => {
-            let name = crate::host::strip_port(&args.host);
-            name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-        }
-    };
-    let Some((server, _)) =
-        crate::host::select(&rt.servers, |s| &s.config.hosts, Some(sni.as_str()))
-    else {
-        return usage(format!(
-            "no [[server]] serves SNI {sni:?}: the TLS handshake would fail (unknown_sni)"
-        ));
-    };
-    let conn = ConnInfo {
-        peer: std::net::SocketAddr::new(args.source_ip, 0),
-        listener_port: rt.config.listen.https.port(),
-        sni: Some(sni),
-        server,
-        identity,
-        chain,
-    };
-    println!("{}", verdict(&rt, &method, &args.path, headers, &conn));
-    ExitCode::SUCCESS
-}
-
-/// The proxy's answer to one request, as `gatehouse authz` prints it.
-pub fn verdict(
-    rt: &Runtime,
-    method: &Method,
-    target: &str,
-    mut headers: HeaderMap,
-    conn: &ConnInfo,
-) -> String {
-    // hyper refuses what is not a request target before gatehouse sees it.
-    let Ok(uri) = target.parse::<http::Uri>() else {
-        return format!("REFUSED 400: {target:?} is not a valid request target");
-    };
-    let hosts = &rt.servers[conn.server].config.hosts;
-    let admitted = match admission::admit(
-        method,
-        &uri,
-        http::Version::HTTP_11,
-        &mut headers,
-        conn,
-        hosts,
-        &rt.config.proxy,
-    ) {
-        Ok(admitted) => admitted,
-        Err(Refused::OptionsStar) => {
-            return "ALLOW: the proxy answers OPTIONS * itself with 204; no policy is evaluated"
-                .into();
-        }
-        Err(Refused::Redirect(location)) => {
-            return format!(
-                "REFUSED 307: escaped slash in the path (escaped_slashes = \"redirect\"): location {location}"
-            );
-        }
-        Err(Refused::Error(e)) => {
-            return format!("REFUSED {}: {}", e.status().as_u16(), e.detail());
-        }
-    };
-    let view = RequestView {
-        method,
-        host: Some(admitted.host_name()),
-        path: &admitted.path,
-        headers: &headers,
-        conn,
-    };
-    authz::evaluate(&rt.config.policies, &view).explain(&rt.config.policies)
 }
 
 /// `gatehouse echo --listen ADDR`.

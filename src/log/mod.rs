@@ -18,6 +18,8 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::config::LogFormat;
 
+pub mod handshake;
+
 /// Lines buffered between requests and the writer thread (~8 MB at 1 kB a line).
 const QUEUE_LINES: usize = 8192;
 

@@ -14,9 +14,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::access_log::{self, AccessLog, LogLine, Value};
+use super::{self as access_log, AccessLog, LogLine, Value};
 use crate::tls::credentials::CertSummary;
-use crate::tls::{Failure, HandshakeOutcome};
+use crate::conn::handshake::Failure;
+use crate::tls::HandshakeOutcome;
 
 /// One line per this long per client address and result.
 const WINDOW: Duration = Duration::from_secs(1);

@@ -13,10 +13,10 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 
 use crate::cli::VerifyArgs;
-use crate::commands::fail;
+use super::fail;
 use crate::config::ClientAuth;
 use crate::host;
-use crate::http::access_log::rfc3339;
+use crate::log::rfc3339;
 use crate::identity;
 use crate::runtime::{CertKind, Runtime, Server};
 use crate::tls::credentials::{self, CertSummary};

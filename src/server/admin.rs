@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (200 while the process runs), `/readyz` (200 once serving,
 //! 503 while draining) and `/certs` (JSON, one object per loaded certificate).
 //!
-//! Bounded like every listener (SPEC "Edge limits"): at most [`crate::limits::ADMIN_CONNECTIONS`]
+//! Bounded like every listener (SPEC "Edge limits"): at most [`crate::conn::limits::ADMIN_CONNECTIONS`]
 //! connections (the rest wait in the backlog), HTTP/1.1 only, a request head within
 //! [`HEAD_TIMEOUT`] of accept or of the previous response (hyper's header timer, which also
 //! closes idle keep-alive connections then), and a response that cannot be written for

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::pki::{Ca, LeafSpec, Usage};
+use crate::dev::pki::{Ca, LeafSpec, Usage};
 use crate::cli::{CertCommand, CertCommon};
 
 /// Runs one `cert` subcommand; prints the files written.
@@ -100,7 +100,7 @@ fn issue(
     let mut written = save(&targets[..2], &[&leaf.chain_pem, &leaf.key_pem])?;
     if let (Some(password), Some(path)) = (p12_password, targets.get(2)) {
         let p12 = pkcs12(&leaf, name, password)?;
-        super::write_private(path, &p12)?;
+        crate::dev::write_private(path, &p12)?;
         written.push(path.clone());
     }
     Ok(written)
@@ -124,14 +124,14 @@ fn targets(common: &CertCommon, names: &[&str]) -> Result<Vec<PathBuf>, String> 
 /// Writes each file; `.key` files get mode 0600 from the start.
 fn save(paths: &[PathBuf], contents: &[&String]) -> Result<Vec<PathBuf>, String> {
     for (path, text) in paths.iter().zip(contents) {
-        super::write_pem(path, text, path.extension().is_some_and(|e| e == "key"))?;
+        crate::dev::write_pem(path, text, path.extension().is_some_and(|e| e == "key"))?;
     }
     Ok(paths.to_vec())
 }
 
 /// A PKCS#12 file with the key and the chain, encrypted as OpenSSL 3 does by default
 /// (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC, HMAC-SHA256 MAC).
-fn pkcs12(leaf: &super::pki::Leaf, name: &str, password: &str) -> Result<Vec<u8>, String> {
+fn pkcs12(leaf: &crate::dev::pki::Leaf, name: &str, password: &str) -> Result<Vec<u8>, String> {
     use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     use sha2::Digest;
     let err = |e: p12_keystore::error::Error| format!("PKCS#12: {e}");

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::pki::{Ca, KeyType, LeafSpec};
-use crate::http::access_log::AccessLog;
+use crate::dev::pki::{Ca, KeyType, LeafSpec};
+use crate::log::AccessLog;
 use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
 
@@ -57,7 +57,7 @@ async fn demo(opts: &DemoOptions) -> Result<(), String> {
     };
     let upstream = bind(opts.upstream_port).await?;
     let upstream_addr = upstream.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(super::echo::serve(upstream));
+    tokio::spawn(crate::dev::echo::serve(upstream));
 
     let config_path = dir.join("gatehouse.toml");
     let text = config(opts, upstream_addr);
@@ -100,7 +100,7 @@ async fn demo(opts: &DemoOptions) -> Result<(), String> {
         Published::new(runtime),
         Some(access_log),
         metrics,
-        crate::commands::shutdown_signal(),
+        super::shutdown_signal(),
     )
     .await
     .map_err(|e| e.to_string())
@@ -127,7 +127,7 @@ fn write_pki(dir: &Path) -> Result<(), String> {
         ("client.crt", &client.chain_pem, false),
         ("client.key", &client.key_pem, true),
     ] {
-        super::write_pem(&dir.join(name), text, private)?;
+        crate::dev::write_pem(&dir.join(name), text, private)?;
     }
     Ok(())
 }

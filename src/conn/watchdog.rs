@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::http::head_scan::HeadScan;
+use crate::conn::head_scan::HeadScan;
 
 pub struct Activity {
     base: Instant,

@@ -1,0 +1,11 @@
+//! The connection layer: what happens to an accepted socket before HTTP. A [`proxy_protocol`]
+//! header when configured, then the TLS [`handshake`] (server by SNI, client certificate
+//! checked), both under one deadline; [`limits`] fits the caps into the open-file limit and
+//! counts connections per client address; the [`watchdog`] holds each HTTP connection to its
+//! head, idle and stream-idle timeouts, with [`head_scan`] watching request heads on the wire.
+
+pub mod handshake;
+pub mod head_scan;
+pub mod limits;
+pub mod proxy_protocol;
+pub mod watchdog;
