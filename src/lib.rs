@@ -43,5 +43,5 @@ pub mod request;
 pub mod routing;
 pub mod runtime;
 pub mod server;
-pub mod upstream;
 pub mod tls;
+pub mod upstream;

@@ -131,72 +131,83 @@ impl Metrics {
             access_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
+        m.register_connections(&mut registry);
+        m.register_requests(&mut registry);
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// The connection-level families: handshakes, open, rejected and closed connections,
+    /// certificate expiry, reloads.
+    fn register_connections(&self, registry: &mut Registry) {
         registry.register(
             "gatehouse_tls_handshakes",
             "TLS handshakes by server and result",
-            m.handshakes.clone(),
-        );
-        registry.register(
-            "gatehouse_requests",
-            "HTTP requests by route and status code",
-            m.requests.clone(),
-        );
-        registry.register(
-            "gatehouse_request_duration_seconds",
-            "Time from request head to the end of the response body",
-            m.request_duration.clone(),
-        );
-        registry.register(
-            "gatehouse_upstream_duration_seconds",
-            "Time from sending upstream to the upstream's response head",
-            m.upstream_duration.clone(),
-        );
-        registry.register(
-            "gatehouse_authz_decisions",
-            "Policies that matched a request",
-            m.authz_decisions.clone(),
-        );
-        registry.register(
-            "gatehouse_denied_requests",
-            "Requests denied by authorization",
-            m.denied.clone(),
+            self.handshakes.clone(),
         );
         registry.register(
             "gatehouse_connections_active",
             "Open downstream connections",
-            m.connections_active.clone(),
+            self.connections_active.clone(),
         );
         registry.register(
             "gatehouse_cert_not_after_timestamp_seconds",
             "Expiry (Unix time) of each loaded certificate",
-            m.cert_not_after.clone(),
+            self.cert_not_after.clone(),
         );
         registry.register(
             "gatehouse_reloads",
             "Config and certificate reloads by result",
-            m.reloads.clone(),
+            self.reloads.clone(),
         );
         registry.register(
             "gatehouse_connections_rejected",
             "Connections closed at accept, by listener and reason",
-            m.connections_rejected.clone(),
+            self.connections_rejected.clone(),
         );
         registry.register(
             "gatehouse_connections_closed",
             "Open connections closed because their client certificate is no longer accepted",
-            m.connections_closed.clone(),
+            self.connections_closed.clone(),
+        );
+    }
+
+    /// The request-level families: requests, durations, authorization, retries, the log.
+    fn register_requests(&self, registry: &mut Registry) {
+        registry.register(
+            "gatehouse_requests",
+            "HTTP requests by route and status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "gatehouse_request_duration_seconds",
+            "Time from request head to the end of the response body",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_duration_seconds",
+            "Time from sending upstream to the upstream's response head",
+            self.upstream_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_authz_decisions",
+            "Policies that matched a request",
+            self.authz_decisions.clone(),
+        );
+        registry.register(
+            "gatehouse_denied_requests",
+            "Requests denied by authorization",
+            self.denied.clone(),
         );
         registry.register(
             "gatehouse_upstream_retries",
             "Requests retried on a new upstream connection after a pooled one failed",
-            m.upstream_retries.clone(),
+            self.upstream_retries.clone(),
         );
         registry.register(
             "gatehouse_access_log_dropped",
             "Access-log lines dropped because stdout fell behind",
-            m.access_log_dropped.clone(),
+            self.access_log_dropped.clone(),
         );
-        Arc::new(Self { registry, ..m })
     }
 
     /// One route's series, looked up once (each family lookup takes a lock and hashes).

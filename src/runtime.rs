@@ -49,9 +49,11 @@ impl CertKind {
     }
 }
 
-/// What a route needs per request that outlives snapshots (held by `Shared`), cached here.
-#[derive(Debug, Default)]
-pub struct RouteState {
+/// One `[[route]]`, with what it needs per request: its upstream's pool and its metric
+/// series (both long-lived, held by `Shared`), each resolved on the route's first request.
+#[derive(Debug)]
+pub struct Route {
+    pub config: config::RouteConfig,
     pub pool: crate::upstream::PoolSlot,
     pub series: std::sync::OnceLock<Arc<crate::metrics::RouteSeries>>,
 }
@@ -60,13 +62,10 @@ pub struct RouteState {
 pub struct Runtime {
     pub config: Config,
     pub servers: Vec<Server>,
-    /// Policy names as metric labels, by policy index.
-    pub policy_labels: Vec<crate::metrics::Name>,
     /// The config file this came from.
     pub source: PathBuf,
-    /// Each route's upstream pool and metric series, by route index, resolved on the
-    /// route's first request.
-    pub routes: Box<[RouteState]>,
+    /// The routes in file order, as [`crate::routing::select`] tries them.
+    pub routes: Box<[Route]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,18 +248,18 @@ impl Runtime {
         for (index, sc) in config.servers.iter().enumerate() {
             servers.push(build_server(index, sc, &config, &provider)?);
         }
-        let policy_labels = (0..config.policies.len())
-            .map(|i| Arc::new(config.policies.name(i).to_owned()))
-            .collect();
         let routes = config
             .routes
             .iter()
-            .map(|_| RouteState::default())
+            .map(|r| Route {
+                config: r.clone(),
+                pool: Default::default(),
+                series: Default::default(),
+            })
             .collect();
         Ok(Self {
             config,
             servers,
-            policy_labels,
             source: source.to_path_buf(),
             routes,
         })
@@ -322,22 +321,7 @@ fn build_server(
     }
 
     let chain = &material.certified.cert;
-    let mut certs = Vec::new();
-    for (i, der) in chain.iter().enumerate() {
-        let kind = if i == 0 {
-            CertKind::Server
-        } else {
-            CertKind::ServerChain
-        };
-        if let Some(s) = CertSummary::parse(der) {
-            certs.push((kind, s));
-        }
-    }
-    for der in &material.client_ca {
-        if let Some(s) = CertSummary::parse(der) {
-            certs.push((CertKind::ClientCa, s));
-        }
-    }
+    let certs = cert_summaries(chain, &material.client_ca);
     let uri_sans = chain
         .first()
         .and_then(|leaf| identity::from_leaf(leaf).ok())
@@ -352,4 +336,28 @@ fn build_server(
         certs,
         files: material.files,
     })
+}
+
+/// The certificates `/certs` and the expiry gauges show: the server chain and the client CAs.
+fn cert_summaries(
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+    client_ca: &[rustls_pki_types::CertificateDer<'static>],
+) -> Vec<(CertKind, CertSummary)> {
+    let mut certs = Vec::new();
+    for (i, der) in chain.iter().enumerate() {
+        let kind = if i == 0 {
+            CertKind::Server
+        } else {
+            CertKind::ServerChain
+        };
+        if let Some(s) = CertSummary::parse(der) {
+            certs.push((kind, s));
+        }
+    }
+    for der in client_ca {
+        if let Some(s) = CertSummary::parse(der) {
+            certs.push((CertKind::ClientCa, s));
+        }
+    }
+    certs
 }

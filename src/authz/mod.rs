@@ -110,6 +110,11 @@ impl Policies {
         &self.policies[index].name
     }
 
+    /// The name of policy `index`, shared (a metric label). Panics if `index >= len()`.
+    pub fn label(&self, index: usize) -> &std::sync::Arc<String> {
+        &self.policies[index].name
+    }
+
     /// The action of policy `index`. Panics if `index >= len()`.
     pub fn action(&self, index: usize) -> Action {
         self.policies[index].action

@@ -1,10 +1,10 @@
 //! What a worker counts (only what completes inside the measured window) and the report
 //! made of the merged counts: text for people, one JSON object for scripts.
 
-use std::error::Error as StdError;
-use std::io;
 use std::collections::BTreeMap;
+use std::error::Error as StdError;
 use std::fmt::Write as _;
+use std::io;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;

@@ -228,4 +228,3 @@ async fn exchange(
             ))
         })
 }
-

@@ -23,29 +23,9 @@ pub fn run(args: &AuthzArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    let (identity, chain) = match (&args.cert, &args.principal) {
-        (Some(path), _) => {
-            let read = credentials::read_chain(path)
-                .map_err(|e| e.to_string())
-                .and_then(|chain| {
-                    let id = identity::from_leaf(&chain[0])
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    Ok((id, chain))
-                });
-            match read {
-                Ok((id, chain)) => (Some(Arc::new(id)), Some(Arc::from(chain))),
-                Err(e) => return fail(&e),
-            }
-        }
-        (None, Some(p)) => (
-            Some(Arc::new(PeerIdentity {
-                principals: vec![p.clone()],
-                uri_sans: vec![format!("spiffe://{p}")],
-                ..PeerIdentity::default()
-            })),
-            None,
-        ),
-        (None, None) => (None, None),
+    let (identity, chain) = match client(args) {
+        Ok(client) => client,
+        Err(e) => return fail(&e),
     };
     let usage = |msg: String| {
         eprintln!("gatehouse authz: {msg}");
@@ -98,6 +78,38 @@ pub fn run(args: &AuthzArgs) -> ExitCode {
     };
     println!("{}", verdict(&rt, &method, &args.path, headers, &conn));
     ExitCode::SUCCESS
+}
+
+/// The client the request comes from: `--cert`'s identity and chain, a bare `--principal`,
+/// or no certificate.
+type Client = (
+    Option<Arc<PeerIdentity>>,
+    Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
+);
+
+fn client(args: &AuthzArgs) -> Result<Client, String> {
+    Ok(match (&args.cert, &args.principal) {
+        (Some(path), _) => {
+            let read = credentials::read_chain(path)
+                .map_err(|e| e.to_string())
+                .and_then(|chain| {
+                    let id = identity::from_leaf(&chain[0])
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Ok((id, chain))
+                });
+            let (id, chain) = read?;
+            (Some(Arc::new(id)), Some(Arc::from(chain)))
+        }
+        (None, Some(p)) => (
+            Some(Arc::new(PeerIdentity {
+                principals: vec![p.clone()],
+                uri_sans: vec![format!("spiffe://{p}")],
+                ..PeerIdentity::default()
+            })),
+            None,
+        ),
+        (None, None) => (None, None),
+    })
 }
 
 /// The proxy's answer to one request, as `gatehouse authz` prints it.

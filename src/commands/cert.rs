@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::dev::pki::{Ca, LeafSpec, Usage};
 use crate::cli::{CertCommand, CertCommon};
+use crate::dev::pki::{Ca, LeafSpec, Usage};
 
 /// Runs one `cert` subcommand; prints the files written.
 pub fn run(cmd: &CertCommand) -> ExitCode {

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-
 use crate::cli::{ConfigArg, EchoArgs};
 use crate::config::LogFormat;
 use crate::log::AccessLog;

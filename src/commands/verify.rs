@@ -12,12 +12,12 @@ use rustls::{CertificateError, Error};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 
-use crate::cli::VerifyArgs;
 use super::fail;
+use crate::cli::VerifyArgs;
 use crate::config::ClientAuth;
 use crate::host;
-use crate::log::rfc3339;
 use crate::identity;
+use crate::log::rfc3339;
 use crate::runtime::{CertKind, Runtime, Server};
 use crate::tls::credentials::{self, CertSummary};
 use crate::tls::{HandshakeOutcome, verifier};

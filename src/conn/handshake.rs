@@ -1,6 +1,7 @@
 //! TLS termination: read the ClientHello, choose the `[[server]]` by SNI, finish the handshake
 //! with that server's rustls config, all under one deadline (`handshake_timeout`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,19 +12,15 @@ use tokio_rustls::server::TlsStream;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::identity::{self, PeerIdentity};
+use crate::request::ConnInfo;
 use crate::runtime::Runtime;
-use crate::tls::verifier;
 pub use crate::tls::HandshakeOutcome;
+use crate::tls::verifier;
 
-/// A finished handshake.
+/// A finished handshake: the stream, and the connection's facts for the rest of its life.
 pub struct Accepted<IO> {
     pub stream: TlsStream<IO>,
-    /// Index of the chosen server in `Runtime::servers`.
-    pub server: usize,
-    pub sni: Option<String>,
-    pub identity: Option<Arc<PeerIdentity>>,
-    /// The client's certificates, leaf first.
-    pub chain: Option<Arc<[CertificateDer<'static>]>>,
+    pub info: ConnInfo,
 }
 
 /// A failed handshake: why, and for which server if one was chosen.
@@ -58,9 +55,10 @@ const LINGER: Duration = Duration::from_secs(1);
 /// TLS alert `unrecognized_name` (112), fatal, as a plaintext record.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
-/// Runs the server side of a handshake on `io`.
+/// Runs the server side of a handshake on `io`, from client `peer` on listener `port`.
 pub async fn accept<IO>(
     io: IO,
+    (peer, listener_port): (SocketAddr, u16),
     runtime: &Runtime,
     timeout: Duration,
 ) -> Result<Accepted<IO>, Failure>
@@ -69,7 +67,18 @@ where
 {
     let mut chosen = None;
     match tokio::time::timeout(timeout, handshake(io, runtime, &mut chosen)).await {
-        Ok(result) => result,
+        Ok(Ok((stream, server, sni, identity, chain))) => Ok(Accepted {
+            stream,
+            info: ConnInfo {
+                peer,
+                listener_port,
+                sni,
+                server,
+                identity,
+                chain,
+            },
+        }),
+        Ok(Err(f)) => Err(f),
         Err(_) => Err(Failure {
             server: chosen,
             ..Failure::early(
@@ -80,11 +89,21 @@ where
     }
 }
 
+/// The handshake's result: the stream, the server index, the SNI, the client's identity and
+/// certificate chain (leaf first).
+type Done<IO> = (
+    TlsStream<IO>,
+    usize,
+    Option<String>,
+    Option<Arc<PeerIdentity>>,
+    Option<Arc<[CertificateDer<'static>]>>,
+);
+
 async fn handshake<IO>(
     io: IO,
     runtime: &Runtime,
     chosen: &mut Option<usize>,
-) -> Result<Accepted<IO>, Failure>
+) -> Result<Done<IO>, Failure>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -136,7 +155,22 @@ where
             });
         }
     };
-    let tls = stream.get_ref().1;
+    let (identity, chain) = client_of(stream.get_ref().1, server, &sni, index)?;
+    Ok((stream, index, sni, identity, chain))
+}
+
+/// The client's certificate chain and identity once the handshake is done. rustls does not
+/// verify a resumed session's certificate again, so that is done here.
+fn client_of(
+    tls: &rustls::ServerConnection,
+    server: &crate::runtime::Server,
+    sni: &Option<String>,
+    index: usize,
+) -> Result<Client, Failure> {
+    let fail = |outcome, server, detail: String| Failure {
+        server,
+        ..Failure::early(outcome, detail)
+    };
     let chain = tls.peer_certificates().filter(|c| !c.is_empty());
     // rustls does not verify a resumed session's certificate again: the client may have
     // expired, or been revoked by a CRL loaded since (SPEC "Revocation and expiry").
@@ -145,7 +179,7 @@ where
         && let Err(outcome) = verifier::recheck(verifier.as_ref(), chain, UnixTime::now())
     {
         return Err(Failure {
-            sni,
+            sni: sni.clone(),
             presented: chain.first().map(|c| c.clone().into_owned()),
             ..fail(
                 outcome,
@@ -169,14 +203,14 @@ where
         })?)),
         None => None,
     };
-    Ok(Accepted {
-        stream,
-        server: index,
-        sni,
-        identity,
-        chain,
-    })
+    Ok((identity, chain))
 }
+
+/// A verified client's identity and chain (leaf first); both `None` without a certificate.
+type Client = (
+    Option<Arc<PeerIdentity>>,
+    Option<Arc<[CertificateDer<'static>]>>,
+);
 
 /// After a failed handshake, whose alert has been sent: stop writing, then read and drop
 /// what the client still sends until it closes, for at most [`LINGER`]. A TLS 1.3 client

@@ -3,10 +3,8 @@
 //! (normalize → authorize → route → forward), `forward` talks to upstreams, `redirect` is the
 //! plaintext listener.
 
-
 pub mod admission;
 pub mod connection;
-
 
 pub mod headers;
 pub mod logged;

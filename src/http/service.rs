@@ -13,17 +13,17 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use crate::log::{self as access_log, Record};
 use super::admission::{self, Refused};
-use crate::upstream::{BodyOutcome, BodyState, ClientBody};
 use super::connection::{Conn, Shared};
 use super::logged::{LoggedBody, Pending};
 use super::{ProxyBody, ProxyError, headers, text_response, tunnel};
 use crate::authz::{self, Decision, DenyReason, Verdict};
-use crate::config::{ClientCertHeaders, Upstream};
+use crate::config::{ClientCertHeaders, ProxySettings, Upstream};
+use crate::log::{self as access_log, Record};
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, RouteSeries};
 use crate::request::RequestView;
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
+use crate::upstream::{BodyOutcome, BodyState, ClientBody};
 use crate::{host, routing};
 
 /// What the access log and the metrics need to know about a request, filled in as the
@@ -62,28 +62,7 @@ pub async fn handle(
         true => Err(ProxyError::AmbiguousLength),
         false => serve(req, &conn, &rt, &shared, &mut facts).await,
     };
-    let res = match served {
-        Ok(res) => res,
-        Err(e) => {
-            if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
-                tracing::debug!(peer = %conn.info.peer, error = ?e, "request refused");
-            }
-            let mut res = e.response();
-            // The rest of a broken or abandoned body is unread: the connection cannot go on.
-            if http1
-                && matches!(
-                    e,
-                    ProxyError::BadRequestBody
-                        | ProxyError::RequestTimeout
-                        | ProxyError::AmbiguousLength
-                )
-            {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            res
-        }
-    };
+    let res = served.unwrap_or_else(|e| refusal(&e, http1, &conn));
     let record = method.map(|method| Record {
         event: "request",
         time: access_log::now_rfc3339(),
@@ -135,19 +114,7 @@ async fn serve(
     let (mut parts, body) = req.into_parts();
     let proxy = &rt.config.proxy;
     if facts.logging {
-        // As received: a request refused before normalization is logged with what it sent.
-        facts.host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(|h| host::strip_port(h).to_owned());
-        facts.path = Some(parts.uri.path().to_owned());
+        note_received(&parts, facts);
     }
     let server = &conn.tls_runtime.servers[conn.info.server];
     let admitted = match admission::admit(
@@ -178,36 +145,9 @@ async fn serve(
         headers: &parts.headers,
         conn: &conn.info,
     };
-    let decision = authz::evaluate(&rt.config.policies, &view);
-    record_decision(&decision, rt, conn, &shared.metrics);
-    if facts.logging {
-        facts.decision = Some(if decision.is_allowed() {
-            "allow"
-        } else {
-            "deny"
-        });
-        facts.policy = decision
-            .deciding_policy(&rt.config.policies)
-            .map(str::to_owned);
-    }
-    if !decision.is_allowed() {
-        return Err(ProxyError::Denied);
-    }
-    let (index, route) =
-        routing::select(&rt.config.routes, Some(host), path).ok_or(ProxyError::NoRoute)?;
-    let state = &rt.routes[index];
-    let series = state
-        .series
-        .get_or_init(|| Arc::new(shared.metrics.route_series(&route.name, true)))
-        .clone();
-    facts.route = Some(series.clone());
-    if facts.logging {
-        facts.upstream = Some(match &route.upstream {
-            // The common case without `core::fmt`, which costs more than the copy.
-            Upstream::Tcp { authority } => ["http://", authority].concat(),
-            unix => unix.to_string(),
-        });
-    }
+    authorize(&view, rt, conn, shared, facts)?;
+    let route = routing::select(&rt.routes, Some(host), path).ok_or(ProxyError::NoRoute)?;
+    let series = route_series(route, shared, facts);
 
     // The upstream request: normalized path + untouched query, this hop's headers added.
     let target = match parts.uri.query() {
@@ -215,23 +155,7 @@ async fn serve(
         None => admitted.path.into_owned(),
     };
     let upgrade = admitted.upgrade;
-    headers::set_forwarded(&mut parts.headers, &conn.peer, request_id);
-    headers::apply_xfcc(
-        &mut parts.headers,
-        proxy.forward_client_cert,
-        conn.xfcc.as_ref(),
-    );
-    if proxy.client_cert_headers == ClientCertHeaders::Rfc9440 {
-        let (leaf, chain) = conn.client_cert_headers();
-        if let Some(leaf) = leaf {
-            parts.headers.insert(&headers::CLIENT_CERT, leaf.clone());
-        }
-        if let Some(chain) = chain {
-            parts
-                .headers
-                .insert(&headers::CLIENT_CERT_CHAIN, chain.clone());
-        }
-    }
+    this_hop_headers(&mut parts.headers, conn, proxy);
 
     // A body is watched on its way up (stall → 408, bad framing → 400); none is sent as none.
     let (body, body_state) = if body.is_end_stream() {
@@ -243,9 +167,9 @@ async fn serve(
     let mut up_req = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
     let sent = Instant::now();
-    let pool = shared.upstreams.pool(&state.pool, &route.upstream);
+    let pool = shared.upstreams.pool(&route.pool, &route.config.upstream);
     let mut res = pool
-        .send(route.timeout, target, up_req, &series.retries)
+        .send(route.config.timeout, target, up_req, &series.retries)
         .await
         .map_err(|e| blame(e.into(), body_state.as_deref()))?;
     series
@@ -255,28 +179,130 @@ async fn serve(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(down) = downstream_upgrade
     {
-        let up = hyper::upgrade::on(&mut res);
-        let (parts, body) = res.into_parts();
-        let limits = tunnel::Limits {
-            idle: proxy.idle_timeout,
-            drain: proxy.drain_timeout,
-        };
-        tokio::spawn(tunnel::run(
-            down,
-            up,
-            conn.clone(),
-            body.upgraded(),
-            limits,
-            shared.runtime.clone(),
-            shared.metrics.clone(),
-        ));
-        return Ok(Response::from_parts(
-            parts,
-            Either::Right(Full::new(Bytes::new())),
-        ));
+        return Ok(start_tunnel(down, res, conn, proxy, shared));
     }
     headers::remove_hop_by_hop(res.headers_mut(), false);
     Ok(res.map(Either::Left))
+}
+
+/// The host and path as received: a request refused before normalization is logged with
+/// what it sent.
+fn note_received(parts: &http::request::Parts, facts: &mut Facts) {
+    facts.host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .map(|h| host::strip_port(h).to_owned());
+    facts.path = Some(parts.uri.path().to_owned());
+}
+
+/// The proxy's own answer to a request it refused.
+fn refusal(e: &ProxyError, http1: bool, conn: &Conn) -> Response<ProxyBody> {
+    if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
+        tracing::debug!(peer = %conn.info.peer, error = ?e, "request refused");
+    }
+    let mut res = e.response();
+    // The rest of a broken or abandoned body is unread: the connection cannot go on.
+    if http1
+        && matches!(
+            e,
+            ProxyError::BadRequestBody | ProxyError::RequestTimeout | ProxyError::AmbiguousLength
+        )
+    {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// The authorization phase: the decision is counted (and logged for audits); a denial is 403.
+fn authorize(
+    view: &RequestView<'_>,
+    rt: &Runtime,
+    conn: &Conn,
+    shared: &Shared,
+    facts: &mut Facts,
+) -> Result<(), ProxyError> {
+    let decision = authz::evaluate(&rt.config.policies, view);
+    record_decision(&decision, rt, conn, &shared.metrics);
+    if facts.logging {
+        facts.decision = Some(if decision.is_allowed() {
+            "allow"
+        } else {
+            "deny"
+        });
+        facts.policy = decision
+            .deciding_policy(&rt.config.policies)
+            .map(str::to_owned);
+    }
+    match decision.is_allowed() {
+        true => Ok(()),
+        false => Err(ProxyError::Denied),
+    }
+}
+
+/// The chosen route's metric series (made on its first request), noted in the facts.
+fn route_series(route: &Route, shared: &Shared, facts: &mut Facts) -> Arc<RouteSeries> {
+    let series = route
+        .series
+        .get_or_init(|| Arc::new(shared.metrics.route_series(&route.config.name, true)))
+        .clone();
+    facts.route = Some(series.clone());
+    if facts.logging {
+        facts.upstream = Some(match &route.config.upstream {
+            // The common case without `core::fmt`, which costs more than the copy.
+            Upstream::Tcp { authority } => ["http://", authority].concat(),
+            unix => unix.to_string(),
+        });
+    }
+    series
+}
+
+/// The headers this hop adds: forwarding headers, XFCC, RFC 9440 client-certificate headers.
+fn this_hop_headers(headers: &mut http::HeaderMap, conn: &Conn, proxy: &ProxySettings) {
+    headers::set_forwarded(headers, &conn.peer, request_id);
+    headers::apply_xfcc(headers, proxy.forward_client_cert, conn.xfcc.as_ref());
+    if proxy.client_cert_headers == ClientCertHeaders::Rfc9440 {
+        let (leaf, chain) = conn.client_cert_headers();
+        if let Some(leaf) = leaf {
+            headers.insert(&headers::CLIENT_CERT, leaf.clone());
+        }
+        if let Some(chain) = chain {
+            headers.insert(&headers::CLIENT_CERT_CHAIN, chain.clone());
+        }
+    }
+}
+
+/// A `101` from the upstream: the two upgraded connections become a tunnel of their own.
+fn start_tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    mut res: Response<crate::upstream::UpstreamBody>,
+    conn: &Arc<Conn>,
+    proxy: &ProxySettings,
+    shared: &Shared,
+) -> Response<ProxyBody> {
+    let up = hyper::upgrade::on(&mut res);
+    let (parts, body) = res.into_parts();
+    let limits = tunnel::Limits {
+        idle: proxy.idle_timeout,
+        drain: proxy.drain_timeout,
+    };
+    tokio::spawn(tunnel::run(
+        down,
+        up,
+        conn.clone(),
+        body.upgraded(),
+        limits,
+        shared.runtime.clone(),
+        shared.metrics.clone(),
+    ));
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
 /// An upstream exchange that failed because of the client's body is the client's fault.
@@ -294,7 +320,7 @@ fn record_decision(decision: &Decision, rt: &Runtime, conn: &Conn, metrics: &Met
         metrics
             .authz_decisions
             .get_or_create(&AuthzLabels {
-                policy: rt.policy_labels[index].clone(),
+                policy: rt.config.policies.label(index).clone(),
                 action: rt.config.policies.action(index).as_str(),
                 result: "matched",
             })

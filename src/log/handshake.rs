@@ -15,9 +15,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{self as access_log, AccessLog, LogLine, Value};
-use crate::tls::credentials::CertSummary;
 use crate::conn::handshake::Failure;
 use crate::tls::HandshakeOutcome;
+use crate::tls::credentials::CertSummary;
 
 /// One line per this long per client address and result.
 const WINDOW: Duration = Duration::from_secs(1);

@@ -16,20 +16,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::ProxySettings;
+use crate::conn::handshake;
 use crate::conn::head_scan::HeadScan;
+use crate::conn::limits::{Lease, PerIp};
+use crate::conn::proxy_protocol;
+use crate::conn::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};
 use crate::http::connection::{Conn, Shared};
 use crate::http::service;
-use crate::conn::limits::{Lease, PerIp};
 use crate::metrics::{HandshakeLabels, RejectedLabels};
-use crate::conn::proxy_protocol;
-use crate::request::ConnInfo;
 use crate::runtime::Runtime;
-use crate::conn::handshake;
 use crate::tls;
-use crate::conn::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched};
 
 /// How long a client that was sent a GOAWAY (idle or drain) may keep the connection once no
 /// request is in flight (SPEC: 10 s), so one that never answers hyper's PING cannot hold it.
@@ -213,12 +211,6 @@ async fn drive(
     }
 }
 
-/// A connection whose handshake succeeded.
-struct Handshaken {
-    stream: TlsStream<TcpStream>,
-    info: ConnInfo,
-}
-
 /// The PROXY protocol header (when configured) and the TLS handshake, within
 /// handshake_timeout together; every outcome is counted.
 async fn handshake(
@@ -229,7 +221,7 @@ async fn handshake(
     shared: &Shared,
     per_ip: &Arc<PerIp>,
     lease: &mut Lease,
-) -> Option<Box<Handshaken>> {
+) -> Option<Box<handshake::Accepted<TcpStream>>> {
     let settings = &tls_runtime.config.proxy;
     let server_label = |index: Option<usize>| match index {
         Some(i) => tls_runtime.servers[i].label.clone(),
@@ -275,21 +267,10 @@ async fn handshake(
         }
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match handshake::accept(tcp, tls_runtime, remaining).await {
+    match handshake::accept(tcp, (peer, port), tls_runtime, remaining).await {
         Ok(a) => {
-            count(server_label(Some(a.server)), tls::HandshakeOutcome::Ok);
-            let info = ConnInfo {
-                peer,
-                listener_port: port,
-                sni: a.sni,
-                server: a.server,
-                identity: a.identity,
-                chain: a.chain,
-            };
-            Some(Box::new(Handshaken {
-                stream: a.stream,
-                info,
-            }))
+            count(server_label(Some(a.info.server)), tls::HandshakeOutcome::Ok);
+            Some(Box::new(a))
         }
         Err(f) => refuse(peer, f),
     }
@@ -334,14 +315,14 @@ where
 /// The HTTP side of a handshaken connection, on the heap. Built outside any async fn, so
 /// the values moved into it leave no copies in the connection task's state.
 fn http_connection(
-    done: Box<Handshaken>,
+    done: Box<handshake::Accepted<TcpStream>>,
     tls_runtime: Arc<Runtime>,
     shared: &Arc<Shared>,
     activity: &Arc<Activity>,
     lease: Lease,
     h2: bool,
 ) -> (Pin<Box<dyn Serving>>, Arc<Conn>) {
-    let Handshaken { stream, info } = *done;
+    let handshake::Accepted { stream, info } = *done;
     let settings = tls_runtime.config.proxy.clone();
     let conn = Arc::new(Conn::new(info, tls_runtime, lease));
     let for_service = conn.clone();

@@ -29,13 +29,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Listen;
-use crate::log::AccessLog;
-use crate::upstream::Upstreams;
-use crate::log::handshake::RefusedHandshakes;
-use crate::http::connection::Shared;
 use crate::conn::limits::{self, PerIp};
+use crate::http::connection::Shared;
+use crate::log::AccessLog;
+use crate::log::handshake::RefusedHandshakes;
 use crate::metrics::Metrics;
 use crate::runtime::Published;
+use crate::upstream::Upstreams;
 
 /// The bound sockets. Binding is separate from serving so tests can bind port 0 and read
 /// the addresses, and so a bind error is reported before anything starts.
@@ -146,6 +146,13 @@ pub async fn run(
     tracing::info!(https = %https_port, "gatehouse is ready");
 
     shutdown.await;
+    drain(&runtime, &handle, stop_tx).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Not ready any more, every connection told to finish, and at most `drain_timeout` to do so.
+async fn drain(runtime: &Published, handle: &Handle, stop_tx: watch::Sender<bool>) {
     let drain_timeout = runtime.load().config.proxy.drain_timeout;
     tracing::info!(?drain_timeout, "shutting down: draining connections");
     handle.ready.store(false, Ordering::SeqCst);
@@ -160,8 +167,6 @@ pub async fn run(
             "drain timeout: closing the remaining connections"
         );
     }
-    tasks.abort_all();
-    Ok(())
 }
 
 /// Logs an accept error at most once a second (a flood of `EMFILE` must not flood the log),

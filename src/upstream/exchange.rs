@@ -75,8 +75,8 @@ impl Pool {
         retries: &Counter,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // A target that is not a valid origin-form is a client error: a 400.
-        *req.uri_mut() = Uri::from_maybe_shared(Bytes::from(target))
-            .map_err(|_| UpstreamError::BadTarget)?;
+        *req.uri_mut() =
+            Uri::from_maybe_shared(Bytes::from(target)).map_err(|_| UpstreamError::BadTarget)?;
         *req.version_mut() = http::Version::HTTP_11;
         match tokio::time::timeout(timeout, self.exchange(req, retries)).await {
             Err(_) => Err(UpstreamError::Timeout),

@@ -19,8 +19,8 @@
 //! back when its response body ends; [`ClientBody`] is the client's request body on its way
 //! up, and blames the client for a stalled or malformed one.
 
-mod exchange;
 mod client_body;
+mod exchange;
 mod pool;
 mod stream;
 #[cfg(test)]
@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 
-pub use self::exchange::UpstreamBody;
 pub use self::client_body::{BodyOutcome, BodyState, ClientBody};
+pub use self::exchange::UpstreamBody;
 pub use self::pool::{Conn, Pool};
 use crate::config::Upstream;
 
@@ -95,4 +95,3 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-

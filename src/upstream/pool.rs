@@ -183,4 +183,3 @@ async fn sweep(pool: Weak<Pool>) {
             .retain(|e| e.conn.reusable(now) && now.duration_since(e.since) < POOL_IDLE_TIMEOUT);
     }
 }
-

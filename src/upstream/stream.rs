@@ -87,4 +87,3 @@ impl AsyncWrite for UpstreamStream {
         }
     }
 }
-

@@ -209,10 +209,7 @@ async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
         )
         .await
         .err();
-    assert!(
-        matches!(e, Some(UpstreamError::Unavailable(_))),
-        "{e:?}"
-    );
+    assert!(matches!(e, Some(UpstreamError::Unavailable(_))), "{e:?}");
 
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = Upstream::Tcp {
@@ -245,10 +242,7 @@ async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
         )
         .await
         .err();
-    assert!(
-        matches!(e, Some(UpstreamError::BadResponse(_))),
-        "{e:?}"
-    );
+    assert!(matches!(e, Some(UpstreamError::BadResponse(_))), "{e:?}");
 }
 
 #[tokio::test]
