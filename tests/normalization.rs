@@ -8,72 +8,6 @@ mod common;
 use common::*;
 use gatehouse::dev::pki::{LeafSpec, Usage};
 
-/// A response read off a raw connection.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-    raw: String,
-}
-
-impl Resp {
-    fn parse(raw: &str) -> Self {
-        let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-        let mut lines = head.split("\r\n");
-        let status = status_of(lines.next().unwrap_or_default());
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let mut resp = Self {
-            status,
-            headers,
-            body: String::new(),
-            raw: raw.to_owned(),
-        };
-        resp.body = if resp
-            .header("transfer-encoding")
-            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-        {
-            dechunk(rest)
-        } else if let Some(n) = resp
-            .header("content-length")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            rest.get(..n).unwrap_or(rest).to_owned()
-        } else {
-            rest.to_owned()
-        };
-        resp
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.raw))
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16)
-            .unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-    out
-}
-
 /// A proxy in front of the echo upstream, for `test.com`, with `server_extra` in its
 /// `[[server]]` and `extra` (more tables) appended.
 async fn setup(server_extra: &str, extra: &str) -> (TestPki, Proxy) {
@@ -95,21 +29,6 @@ fn client(pki: &TestPki, principal: &str) -> ClientOpts {
         &LeafSpec::client_uri(&format!("spiffe://{principal}")),
     );
     ClientOpts::new(pki, Some(&leaf))
-}
-
-/// `GET <target>` exactly as written, on a fresh connection, `Connection: close`.
-async fn get_raw(proxy: &Proxy, opts: &ClientOpts, target: &str) -> Resp {
-    let req = format!("GET {target} HTTP/1.1\r\nHost: test.com\r\nConnection: close\r\n\r\n");
-    let raw = raw(proxy.https, "test.com", opts, req.as_bytes(), STEP).await;
-    let resp = Resp::parse(&raw);
-    assert_ne!(resp.status, 0, "GET {target}: no response at all: {raw:?}");
-    resp
-}
-
-fn assert_denied(resp: &Resp, what: &str) {
-    assert_eq!(resp.status, 403, "{what}: {}", resp.raw);
-    assert_eq!(resp.body, "RBAC: access denied", "{what}");
-    assert_eq!(resp.header("content-type"), Some("text/plain"), "{what}");
 }
 
 /// What the proxy must do with a spelling of `/status/418` for `test.client`.
@@ -234,9 +153,9 @@ async fn bypass_spellings_of_a_denied_path_are_denied() {
             continue;
         }
         let ok = match want {
-            Deny => r.status == 403 && r.body == "RBAC: access denied",
+            Deny => r.status == 403 && r.text() == "RBAC: access denied",
             Bad => r.status == 400,
-            TrailingSlash => r.status == 400 && r.body.contains("bad status code"),
+            TrailingSlash => r.status == 400 && r.text().contains("bad status code"),
             Redirect(location) => {
                 if r.status == 307 && r.header("location") == Some(location) {
                     let again = get_raw(&proxy, &denied, location).await;
@@ -257,7 +176,7 @@ async fn bypass_spellings_of_a_denied_path_are_denied() {
                 "{target:?}: want {want:?}, got {} location={:?} body={:?}",
                 r.status,
                 r.header("location"),
-                r.body
+                r.text()
             ));
         }
         // The spellings that normalize to /status/418 do reach the teapot for a client the
@@ -540,7 +459,7 @@ async fn always_invalid_paths_get_400() {
         let r = get_raw(&proxy, &opts, target).await;
         assert_eq!(r.status, 400, "GET {target}: {}", r.raw);
         assert!(
-            !r.body.contains("\"path\""),
+            !r.text().contains("\"path\""),
             "GET {target} reached the upstream: {}",
             r.raw
         );
@@ -581,7 +500,7 @@ async fn request_target_without_leading_slash_gets_400() {
     ] {
         let r = get_raw(&proxy, &opts, target).await;
         if r.status != 400 {
-            failures.push(format!("GET {target}: got {} {:?}", r.status, r.body));
+            failures.push(format!("GET {target}: got {} {:?}", r.status, r.text()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

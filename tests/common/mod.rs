@@ -5,7 +5,8 @@
 //! - [`pki`]: the temp-dir PKI;
 //! - [`proxy`]: the proxy, the echo upstream, config builders, metrics, the access log;
 //! - [`client`]: the mTLS client, one request at a time, HTTP/1.1 or HTTP/2;
-//! - [`raw_http`]: raw bytes over TLS and the status of a raw reply;
+//! - [`raw_http`]: raw bytes over TLS and the one HTTP/1.1 response parser;
+//! - [`tap`]: a proxy in front of a tapped echo (what was sent upstream, on the wire);
 //! - [`upstream`]: scripted upstreams (stalls, closes, keep-alive headers);
 //! - [`binary`]: the real binary as a child process.
 #![allow(dead_code, unreachable_pub)]
@@ -17,12 +18,13 @@ pub mod client;
 pub mod pki;
 pub mod proxy;
 pub mod raw_http;
+pub mod tap;
 pub mod upstream;
 
 // What `use common::*` brings in; each test file uses some of it, so an unused part is no
 // mistake (like `dead_code` above).
 #[allow(unused_imports)]
-pub use {client::*, pki::*, proxy::*, raw_http::*};
+pub use {client::*, pki::*, proxy::*, raw_http::*, tap::*};
 
 /// The reference deny rule of SPEC §2.
 pub const DENY_TEAPOT: &str = r#"
