@@ -6,21 +6,9 @@ use common::*;
 use gatehouse::dev::pki::{Ca, KeyType, LeafSpec, Usage};
 use time::{Duration, OffsetDateTime};
 
-async fn setup(server_extra: &str) -> (TestPki, Proxy) {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let echo = start_echo().await;
-    let proxy = Proxy::start(
-        pki.dir.path(),
-        &config(&pki, &["test.com"], echo, server_extra, ""),
-    )
-    .await;
-    (pki, proxy)
-}
-
 #[tokio::test]
 async fn scenario1_no_client_cert_is_refused_and_teapot_over_h2() {
-    let (pki, proxy) = setup("").await;
+    let (pki, proxy) = echo_proxy("", "").await;
     let anon = ClientOpts::new(&pki, None);
     let err = request(
         proxy.https,
@@ -113,7 +101,7 @@ async fn scenario2_rsa_pki_and_extended_key_usage() {
 
 #[tokio::test]
 async fn scenario3_allowed_sans() {
-    let (pki, proxy) = setup(r#"allowed_sans = ["client.example.com"]"#).await;
+    let (pki, proxy) = echo_proxy(r#"allowed_sans = ["client.example.com"]"#, "").await;
     let mut ok = LeafSpec::new(Usage::Client, 30);
     ok.dns = vec!["Client.Example.COM".into()];
     let ok = pki.issue("ok", &ok);
@@ -262,7 +250,7 @@ async fn scenario6_expired_future_wrong_ca_and_revoked_are_refused() {
 
 #[tokio::test]
 async fn scenario6_optional_mode_lets_anonymous_clients_through_but_verifies_presented_certs() {
-    let (pki, proxy) = setup(r#"client_auth = "optional""#).await;
+    let (pki, proxy) = echo_proxy(r#"client_auth = "optional""#, "").await;
     let anon = request(
         proxy.https,
         "test.com",

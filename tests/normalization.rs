@@ -8,29 +8,6 @@ mod common;
 use common::*;
 use gatehouse::dev::pki::{LeafSpec, Usage};
 
-/// A proxy in front of the echo upstream, for `test.com`, with `server_extra` in its
-/// `[[server]]` and `extra` (more tables) appended.
-async fn setup(server_extra: &str, extra: &str) -> (TestPki, Proxy) {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let echo = start_echo().await;
-    let proxy = Proxy::start(
-        pki.dir.path(),
-        &config(&pki, &["test.com"], echo, server_extra, extra),
-    )
-    .await;
-    (pki, proxy)
-}
-
-/// Options for a client with the certificate `spiffe://<principal>`.
-fn client(pki: &TestPki, principal: &str) -> ClientOpts {
-    let leaf = pki.issue(
-        principal,
-        &LeafSpec::client_uri(&format!("spiffe://{principal}")),
-    );
-    ClientOpts::new(pki, Some(&leaf))
-}
-
 /// What the proxy must do with a spelling of `/status/418` for `test.client`.
 #[derive(Debug, Clone, Copy)]
 enum Want {
@@ -137,9 +114,9 @@ const TEAPOT_SPELLINGS: &[(&str, Want)] = &[
 #[tokio::test]
 async fn bypass_spellings_of_a_denied_path_are_denied() {
     assert!(TEAPOT_SPELLINGS.len() >= 40);
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let denied = client(&pki, "test.client");
-    let other = client(&pki, "other.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let denied = client_for(&pki, "test.client");
+    let other = client_for(&pki, "other.client");
 
     // The rule is principal-specific: another client gets the teapot.
     let r = get_raw(&proxy, &other, "/status/418").await;
@@ -223,8 +200,8 @@ const FORWARDED: &[(&str, &str, Option<&str>)] = &[
 
 #[tokio::test]
 async fn upstream_receives_the_normalized_path_and_the_untouched_query() {
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let opts = client(&pki, "test.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let opts = client_for(&pki, "test.client");
     let mut failures = Vec::new();
     for &(target, path, query) in FORWARDED {
         let r = get_raw(&proxy, &opts, target).await;
@@ -250,12 +227,12 @@ async fn upstream_receives_the_normalized_path_and_the_untouched_query() {
 
 #[tokio::test]
 async fn escaped_slashes_keep() {
-    let (pki, proxy) = setup(
+    let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"keep\"\n{DENY_TEAPOT}"),
     )
     .await;
-    let opts = client(&pki, "test.client");
+    let opts = client_for(&pki, "test.client");
     for (target, path) in [
         ("/anything/a%2Fb", "/anything/a%2Fb"),
         ("/anything/a%2fb%5Cc%5cd", "/anything/a%2fb%5Cc%5cd"),
@@ -278,12 +255,12 @@ async fn escaped_slashes_keep() {
 
 #[tokio::test]
 async fn escaped_slashes_reject() {
-    let (pki, proxy) = setup(
+    let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"reject\"\n{DENY_TEAPOT}"),
     )
     .await;
-    let opts = client(&pki, "test.client");
+    let opts = client_for(&pki, "test.client");
     for target in [
         "/anything/a%2Fb",
         "/anything/a%2fb",
@@ -309,12 +286,12 @@ async fn escaped_slashes_reject() {
 
 #[tokio::test]
 async fn escaped_slashes_decode() {
-    let (pki, proxy) = setup(
+    let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"decode\"\n{DENY_TEAPOT}"),
     )
     .await;
-    let opts = client(&pki, "test.client");
+    let opts = client_for(&pki, "test.client");
     for (target, path, query) in [
         ("/anything/a%2Fb", "/anything/a/b", None),
         ("/anything/a%2fb", "/anything/a/b", None),
@@ -341,8 +318,8 @@ async fn escaped_slashes_decode() {
 
 #[tokio::test]
 async fn escaped_slashes_redirect_is_the_default() {
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let opts = client(&pki, "test.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let opts = client_for(&pki, "test.client");
     for (target, location, path) in [
         ("/anything/a%2Fb", "/anything/a/b", "/anything/a/b"),
         (
@@ -363,12 +340,12 @@ async fn escaped_slashes_redirect_is_the_default() {
 
 #[tokio::test]
 async fn path_normalization_none_forwards_the_path_as_sent() {
-    let (pki, proxy) = setup(
+    let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\npath_normalization = \"none\"\n{DENY_TEAPOT}"),
     )
     .await;
-    let opts = client(&pki, "test.client");
+    let opts = client_for(&pki, "test.client");
     for target in [
         "/anything/a//b/./c/../%2e%2E/d",
         "/anything/%61%62%63",
@@ -391,12 +368,12 @@ async fn path_normalization_none_forwards_the_path_as_sent() {
 
 #[tokio::test]
 async fn path_normalization_base_keeps_double_slashes() {
-    let (pki, proxy) = setup(
+    let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\npath_normalization = \"base\"\n{DENY_TEAPOT}"),
     )
     .await;
-    let opts = client(&pki, "test.client");
+    let opts = client_for(&pki, "test.client");
     let r = get_raw(&proxy, &opts, "/anything//a/./b/../%63").await;
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.json()["path"], "/anything//a/c");
@@ -415,14 +392,14 @@ action = "allow"
   [[policy.rules]]
   from.principals = ["*"]
 "#;
-    let (pki, proxy) = setup(r#"client_auth = "optional""#, allow_authenticated).await;
+    let (pki, proxy) = echo_proxy(r#"client_auth = "optional""#, allow_authenticated).await;
 
     let anon = ClientOpts::new(&pki, None);
     for target in ["/anything/x", "/status/200", "//anything/%2e/x"] {
         assert_denied(&get_raw(&proxy, &anon, target).await, target);
     }
 
-    let authed = client(&pki, "test.client");
+    let authed = client_for(&pki, "test.client");
     let r = get_raw(&proxy, &authed, "/anything/x").await;
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.json()["path"], "/anything/x");
@@ -443,8 +420,8 @@ action = "allow"
 
 #[tokio::test]
 async fn always_invalid_paths_get_400() {
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let opts = client(&pki, "test.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let opts = client_for(&pki, "test.client");
     for target in [
         "/anything/%zz",
         "/anything/%4",
@@ -487,8 +464,8 @@ async fn always_invalid_paths_get_400() {
 /// not a path, whatever host it names.
 #[tokio::test]
 async fn request_target_without_leading_slash_gets_400() {
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let opts = client(&pki, "test.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let opts = client_for(&pki, "test.client");
     let mut failures = Vec::new();
     for target in [
         "anything/x",
@@ -510,8 +487,8 @@ async fn request_target_without_leading_slash_gets_400() {
 /// previous request did changes how the next one is normalized.
 #[tokio::test]
 async fn pipelined_spellings_on_one_connection() {
-    let (pki, proxy) = setup("", DENY_TEAPOT).await;
-    let opts = client(&pki, "test.client");
+    let (pki, proxy) = echo_proxy("", DENY_TEAPOT).await;
+    let opts = client_for(&pki, "test.client");
     let mut bytes = Vec::new();
     for target in [
         "/anything/ok",

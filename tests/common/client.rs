@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gatehouse::dev::pki::Leaf;
+use gatehouse::dev::pki::{Leaf, LeafSpec};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -80,6 +80,16 @@ impl ClientOpts {
         cfg.alpn_protocols = self.alpn.clone();
         Arc::new(cfg)
     }
+}
+
+/// Options for a client with a new certificate `spiffe://<principal>` (written as
+/// `<principal>.crt`/`.key`).
+pub fn client_for(pki: &TestPki, principal: &str) -> ClientOpts {
+    let leaf = pki.issue(
+        principal,
+        &LeafSpec::client_uri(&format!("spiffe://{principal}")),
+    );
+    ClientOpts::new(pki, Some(&leaf))
 }
 
 /// A client identity presented whatever the server asks.

@@ -259,3 +259,17 @@ pub async fn test_com() -> (TestPki, Leaf, SocketAddr) {
     let client = pki.client("spiffe://test.client");
     (pki, client, start_echo().await)
 }
+
+/// A proxy for `test.com` (mTLS required) in front of the echo upstream, `server_extra` in
+/// its `[[server]]` and `extra` (more tables) appended.
+pub async fn echo_proxy(server_extra: &str, extra: &str) -> (TestPki, Proxy) {
+    let pki = TestPki::new();
+    pki.server("server", &["test.com"]);
+    let echo = start_echo().await;
+    let proxy = Proxy::start(
+        pki.dir.path(),
+        &config(&pki, &["test.com"], echo, server_extra, extra),
+    )
+    .await;
+    (pki, proxy)
+}
