@@ -8,7 +8,8 @@
 //! - [`raw_http`]: raw bytes over TLS and the one HTTP/1.1 response parser;
 //! - [`tap`]: a proxy in front of a tapped echo (what was sent upstream, on the wire);
 //! - [`upstream`]: scripted upstreams (stalls, closes, keep-alive headers);
-//! - [`binary`]: the real binary as a child process.
+//! - [`binary`]: the real binary as a child process;
+//! - [`policies`]: policy sets and requests for `authz::evaluate` without the proxy.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub mod binary;
 pub mod client;
 pub mod pki;
+pub mod policies;
 pub mod proxy;
 pub mod raw_http;
 pub mod tap;
