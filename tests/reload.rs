@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::{Reaper, free_port};
 use common::*;
 use gatehouse::dev::pki::{Ca, KeyType, Leaf, LeafSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -343,18 +344,8 @@ async fn load_held_while_the_certificate_is_replaced_twenty_times() {
 
 // === SIGHUP on the real binary ===
 
-/// The real binary, killed (by its own handle) when dropped.
-struct Gatehouse(Child);
-
-impl Drop for Gatehouse {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Sends SIGTERM; `wait()` then waits (bounded) for the exit status.
-fn terminate(gh: &mut Gatehouse) -> Exiting<'_> {
+fn terminate(gh: &mut Reaper) -> Exiting<'_> {
     let term = Command::new("kill")
         .args(["-TERM", &gh.0.id().to_string()])
         .status()
@@ -363,7 +354,7 @@ fn terminate(gh: &mut Gatehouse) -> Exiting<'_> {
     Exiting(gh)
 }
 
-struct Exiting<'a>(&'a mut Gatehouse);
+struct Exiting<'a>(&'a mut Reaper);
 
 impl Exiting<'_> {
     fn wait(self) -> std::process::ExitStatus {
@@ -381,14 +372,6 @@ impl Exiting<'_> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn sighup(child: &Child) {
     let status = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
@@ -397,7 +380,7 @@ fn sighup(child: &Child) {
     assert!(status.success());
 }
 
-async fn start_binary(pki: &TestPki, cfg: &str) -> (Gatehouse, std::net::SocketAddr) {
+async fn start_binary(pki: &TestPki, cfg: &str) -> (Reaper, std::net::SocketAddr) {
     let port = free_port();
     let cfg = cfg.replace(
         "https = \"127.0.0.1:0\"",
@@ -421,7 +404,7 @@ async fn start_binary(pki: &TestPki, cfg: &str) -> (Gatehouse, std::net::SocketA
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (Gatehouse(child), addr)
+    (Reaper(child), addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
