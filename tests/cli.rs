@@ -1,7 +1,7 @@
 //! The command line of SPEC §1, black-box: help and usage, `gatehouse check` and
 //! `gatehouse authz`, with the real `gatehouse` binary run as a child process (bounded by a
 //! deadline and killed by its own handle if it overstays) and certificates made by
-//! `gatehouse cert` in a temp dir. `gatehouse cert` itself is tested in `cert.rs`,
+//! `gatehouse cert` in a temp dir. `gatehouse cert` itself is tested in `cert_*.rs`,
 //! `gatehouse demo` in `demo.rs`.
 //!
 //! Exit status: 0 success, 1 error (config, I/O), 2 usage.

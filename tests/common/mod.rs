@@ -9,6 +9,7 @@
 //! - [`tap`]: a proxy in front of a tapped echo (what was sent upstream, on the wire);
 //! - [`upstream`]: scripted upstreams (stalls, closes, keep-alive headers);
 //! - [`binary`]: the real binary as a child process;
+//! - [`x509`]: reading certificates back and verifying them as a TLS peer would;
 //! - [`policies`]: policy sets and requests for `authz::evaluate` without the proxy.
 #![allow(dead_code, unreachable_pub)]
 
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod raw_http;
 pub mod tap;
 pub mod upstream;
+pub mod x509;
 
 // What `use common::*` brings in; each test file uses some of it, so an unused part is no
 // mistake (like `dead_code` above).
