@@ -1,6 +1,6 @@
 //! The dev PKI of a test: a temp dir holding PEM files, with a CA to issue from.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use gatehouse::dev::pki::{Ca, KeyType, Leaf, LeafSpec};
 
@@ -49,4 +49,11 @@ impl TestPki {
     pub fn client(&self, uri: &str) -> Leaf {
         self.issue("client", &LeafSpec::client_uri(uri))
     }
+}
+
+/// Writes `text` to `path` the safe way: temp file in the same directory, then rename.
+pub fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
