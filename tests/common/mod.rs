@@ -6,6 +6,7 @@
 //! - [`proxy`]: the proxy, the echo upstream, config builders, metrics, the access log;
 //! - [`client`]: the mTLS client, one request at a time, HTTP/1.1 or HTTP/2;
 //! - [`raw_http`]: raw bytes over TLS and the one HTTP/1.1 response parser;
+//! - [`edge`]: attacks on the listeners (timed closes, HTTP/2 preface bytes);
 //! - [`tap`]: a proxy in front of a tapped echo (what was sent upstream, on the wire);
 //! - [`upstream`]: scripted upstreams (stalls, closes, keep-alive headers);
 //! - [`binary`]: the real binary as a child process;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub mod binary;
 pub mod client;
+pub mod edge;
 pub mod pki;
 pub mod policies;
 pub mod proxy;
