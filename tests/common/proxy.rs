@@ -11,7 +11,7 @@ use gatehouse::runtime::{Published, Runtime};
 use gatehouse::server::{self, Listeners};
 use tokio::sync::oneshot;
 
-use super::TestPki;
+use super::{ClientOpts, TestPki};
 
 /// The echo upstream on 127.0.0.1:0.
 pub async fn start_echo() -> SocketAddr {
@@ -272,4 +272,13 @@ pub async fn echo_proxy(server_extra: &str, extra: &str) -> (TestPki, Proxy) {
     )
     .await;
     (pki, proxy)
+}
+
+/// The `test.com` setup (mTLS required, the test client) forwarding to `upstream`.
+pub async fn proxy_to(upstream: std::net::SocketAddr, extra: &str) -> (Proxy, ClientOpts, TestPki) {
+    let (pki, client, _) = test_com().await;
+    let cfg = config(&pki, &["test.com"], upstream, "", extra);
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let opts = ClientOpts::new(&pki, Some(&client));
+    (proxy, opts, pki)
 }

@@ -24,6 +24,11 @@ pub async fn raw(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Raw bytes over one TLS connection (HTTP/1.1); everything the server sends until it closes.
+pub async fn raw_h1(proxy: &Proxy, opts: &ClientOpts, bytes: &[u8]) -> String {
+    raw(proxy.https, "test.com", &opts.clone().h1(), bytes, STEP).await
+}
+
 /// The status code of the first response in a raw HTTP/1.1 reply, or 0.
 pub fn status_of(raw: &str) -> u16 {
     raw.split_whitespace()
