@@ -11,7 +11,8 @@
 //! - [`upstream`]: scripted upstreams (stalls, closes, keep-alive headers);
 //! - [`binary`]: the real binary as a child process;
 //! - [`x509`]: reading certificates back and verifying them as a TLS peer would;
-//! - [`policies`]: policy sets and requests for `authz::evaluate` without the proxy.
+//! - [`policies`]: policy sets and requests for `authz::evaluate` without the proxy;
+//! - [`example`]: the harness that runs `config/examples/*.toml` as their headers say.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub mod binary;
 pub mod client;
 pub mod edge;
+pub mod example;
 pub mod pki;
 pub mod policies;
 pub mod proxy;
