@@ -125,13 +125,10 @@ action = "deny"
         let res = raw(proxy.https, "test.com", &opts, req.as_bytes(), STEP).await;
         assert_eq!(status_of(&res), want, "{head:?}: {res}");
         if let Some(host) = upstream_host {
-            let body = &res[res.find("\r\n\r\n").unwrap() + 4..];
-            let json: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| {
-                // A chunked body: take the JSON between the chunk lines.
-                let start = body.find('{').unwrap_or(0);
-                let end = body.rfind('}').map_or(body.len(), |e| e + 1);
-                serde_json::from_str(&body[start..end]).unwrap_or_else(|_| panic!("{e}: {body}"))
-            });
+            let json = read_response(&mut res.as_bytes(), &mut Vec::new())
+                .await
+                .unwrap_or_else(|e| panic!("{head:?}: {e}: {res}"))
+                .json();
             assert_eq!(json["headers"]["host"], host, "{head:?}");
         }
     }
