@@ -59,7 +59,7 @@ async fn upstream_receives_the_normalized_path_and_the_untouched_query() {
 }
 
 #[tokio::test]
-async fn escaped_slashes_keep() {
+async fn escaped_slashes_keep_forwards_them_encoded_in_one_segment() {
     let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"keep\"\n{DENY_TEAPOT}"),
@@ -87,7 +87,7 @@ async fn escaped_slashes_keep() {
 }
 
 #[tokio::test]
-async fn escaped_slashes_reject() {
+async fn escaped_slashes_reject_refuses_them_in_the_path_with_400() {
     let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"reject\"\n{DENY_TEAPOT}"),
@@ -118,7 +118,7 @@ async fn escaped_slashes_reject() {
 }
 
 #[tokio::test]
-async fn escaped_slashes_decode() {
+async fn escaped_slashes_decode_forwards_and_authorizes_them_as_slashes() {
     let (pki, proxy) = echo_proxy(
         "",
         &format!("[proxy]\nescaped_slashes = \"decode\"\n{DENY_TEAPOT}"),

@@ -36,7 +36,7 @@ action = "allow"
 }
 
 #[tokio::test]
-async fn headers_with_underscores_reject() {
+async fn headers_with_underscores_reject_refuses_them_with_400() {
     let env = TappedProxy::start("[proxy]\nheaders_with_underscores = \"reject\"\n").await;
     let r = env.get("/headers", &["x_user: admin"]).await;
     assert_eq!(r.status, 400, "{}", r.text());
@@ -52,7 +52,7 @@ async fn headers_with_underscores_reject() {
 }
 
 #[tokio::test]
-async fn headers_with_underscores_allow() {
+async fn headers_with_underscores_allow_forwards_them() {
     let env = TappedProxy::start("[proxy]\nheaders_with_underscores = \"allow\"\n").await;
     let h = env
         .get("/headers", &["x_user: admin"])
@@ -98,7 +98,7 @@ async fn hop_by_hop_and_connection_named_headers_are_not_forwarded() {
 }
 
 #[tokio::test]
-async fn x_forwarded_for_and_proto() {
+async fn x_forwarded_for_is_appended_to_and_proto_is_always_https() {
     let env = TappedProxy::start("").await;
     let h = env.get("/headers", &[]).await.upstream_headers();
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");

@@ -90,7 +90,7 @@ action = "deny"
 }
 
 #[tokio::test]
-async fn host_rules() {
+async fn bad_hosts_get_400_and_host_rules_match_every_spelling_of_a_host() {
     let echo = start_echo().await;
     let (pki, client, _) = test_com().await;
     let cfg = config(
