@@ -6,23 +6,17 @@
 //! Needs `[lints.rust] unsafe_code = "deny"` rather than `"forbid"`: a global allocator is an
 //! `unsafe impl`, and `forbid` cannot be lifted by the `allow` above.
 
-use std::hint::black_box;
-use std::sync::Arc;
+mod common;
 
-use gatehouse::authz::{Policies, evaluate};
-use gatehouse::config::raw::RawPolicy;
-use gatehouse::http::{ConnInfo, RequestView};
-use gatehouse::identity::PeerIdentity;
-use http::{HeaderMap, HeaderValue, Method};
+use std::hint::black_box;
+
+use common::policies::{Req, identity, policies, req};
+use gatehouse::authz::evaluate;
+use gatehouse::http::RequestView;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations_in;
-
-#[derive(serde::Deserialize)]
-struct Wrapper {
-    policy: Vec<RawPolicy>,
-}
 
 const POLICIES: &str = r#"
 [[policy]]
@@ -83,73 +77,9 @@ action = "allow"
   when = [{ key = "request.headers[x-env]", values = ["prod*"], not_values = ["*,dev"] }]
 "#;
 
-struct Req {
-    method: Method,
-    host: Option<String>,
-    path: String,
-    headers: HeaderMap,
-    conn: ConnInfo,
-}
-
-impl Req {
-    fn view(&self) -> RequestView<'_> {
-        RequestView {
-            method: &self.method,
-            host: self.host.as_deref(),
-            path: &self.path,
-            headers: &self.headers,
-            conn: &self.conn,
-        }
-    }
-}
-
-fn req(
-    path: &str,
-    peer: &str,
-    headers: &[(&str, &str)],
-    id: Option<PeerIdentity>,
-    sni: Option<&str>,
-) -> Req {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        map.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    Req {
-        method: Method::GET,
-        host: Some("a.test.com".into()),
-        path: path.into(),
-        headers: map,
-        conn: ConnInfo {
-            peer: std::net::SocketAddr::new(peer.parse().unwrap(), 40000),
-            listener_port: 8443,
-            sni: sni.map(str::to_owned),
-            server: 0,
-            identity: id.map(Arc::new),
-            chain: None,
-        },
-    }
-}
-
-fn identity(principal: Option<&str>, dns: &[&str], cn: Option<&str>) -> PeerIdentity {
-    PeerIdentity {
-        principals: principal.map(str::to_owned).into_iter().collect(),
-        uri_sans: principal
-            .map(|p| format!("spiffe://{p}"))
-            .into_iter()
-            .collect(),
-        dns_sans: dns.iter().map(|d| (*d).to_owned()).collect(),
-        common_name: cn.map(str::to_owned),
-        ..PeerIdentity::default()
-    }
-}
-
 #[test]
 fn evaluate_does_not_allocate() {
-    let raw: Wrapper = toml::from_str(POLICIES).unwrap();
-    let policies = Policies::compile(&raw.policy).unwrap();
+    let policies = policies(POLICIES);
     assert_eq!(policies.len(), 10);
 
     let requests = [

@@ -73,7 +73,7 @@ async fn h2_requests_reach_the_upstream_with_a_host_header() {
 }
 
 #[tokio::test]
-async fn scenario7_xfcc_replaced_by_default() {
+async fn xfcc_is_replaced_by_default() {
     let (pki, client, echo) = test_com().await;
     let proxy = Proxy::start(pki.dir.path(), &config(&pki, &["test.com"], echo, "", "")).await;
     let opts = ClientOpts::new(&pki, Some(&client));
@@ -98,7 +98,7 @@ async fn scenario7_xfcc_replaced_by_default() {
 }
 
 #[tokio::test]
-async fn scenario7_xfcc_removed_under_sanitize_and_appended_under_append_forward() {
+async fn xfcc_is_removed_under_sanitize_and_appended_under_append_forward() {
     for (mode, want) in [
         ("sanitize", None),
         ("append_forward", Some("By=x;Hash=00,Hash=")),
@@ -125,7 +125,7 @@ async fn scenario7_xfcc_removed_under_sanitize_and_appended_under_append_forward
 }
 
 #[tokio::test]
-async fn scenario8_upstream_down_is_503_and_slow_is_504() {
+async fn upstream_down_is_503_and_slow_is_504() {
     let pki = TestPki::new();
     pki.server("server", &["test.com"]);
     let client = pki.client("spiffe://test.client");
@@ -168,7 +168,7 @@ async fn scenario8_upstream_down_is_503_and_slow_is_504() {
 }
 
 #[tokio::test]
-async fn scenario8_bad_upstream_response_is_502() {
+async fn bad_upstream_response_is_502() {
     let pki = TestPki::new();
     pki.server("server", &["test.com"]);
     let client = pki.client("spiffe://test.client");
@@ -193,7 +193,7 @@ async fn scenario8_bad_upstream_response_is_502() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenario8_twenty_mib_bodies_both_ways_are_intact() {
+async fn twenty_mib_bodies_both_ways_are_intact() {
     let (_pki, proxy, opts) = setup("").await;
     const SIZE: usize = 20 << 20;
     let body: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();

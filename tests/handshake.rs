@@ -6,21 +6,9 @@ use common::*;
 use gatehouse::dev::pki::{Ca, KeyType, LeafSpec, Usage};
 use time::{Duration, OffsetDateTime};
 
-async fn setup(server_extra: &str) -> (TestPki, Proxy) {
-    let pki = TestPki::new();
-    pki.server("server", &["test.com"]);
-    let echo = start_echo().await;
-    let proxy = Proxy::start(
-        pki.dir.path(),
-        &config(&pki, &["test.com"], echo, server_extra, ""),
-    )
-    .await;
-    (pki, proxy)
-}
-
 #[tokio::test]
-async fn scenario1_no_client_cert_is_refused_and_teapot_over_h2() {
-    let (pki, proxy) = setup("").await;
+async fn no_client_cert_is_refused_and_a_client_cert_gets_the_teapot_over_h2() {
+    let (pki, proxy) = echo_proxy("", "").await;
     let anon = ClientOpts::new(&pki, None);
     let err = request(
         proxy.https,
@@ -57,7 +45,7 @@ async fn scenario1_no_client_cert_is_refused_and_teapot_over_h2() {
 }
 
 #[tokio::test]
-async fn scenario2_rsa_pki_and_extended_key_usage() {
+async fn rsa_pki_works_and_a_server_auth_only_cert_is_no_client_cert() {
     let pki = TestPki::with_ca(Ca::new("RSA Root", KeyType::Rsa4096, 30).unwrap());
     let mut server = LeafSpec::server(&["test.com"]);
     server.key_type = KeyType::Rsa2048;
@@ -112,8 +100,8 @@ async fn scenario2_rsa_pki_and_extended_key_usage() {
 }
 
 #[tokio::test]
-async fn scenario3_allowed_sans() {
-    let (pki, proxy) = setup(r#"allowed_sans = ["client.example.com"]"#).await;
+async fn allowed_sans_match_dns_sans_case_insensitively_and_never_the_cn() {
+    let (pki, proxy) = echo_proxy(r#"allowed_sans = ["client.example.com"]"#, "").await;
     let mut ok = LeafSpec::new(Usage::Client, 30);
     ok.dns = vec!["Client.Example.COM".into()];
     let ok = pki.issue("ok", &ok);
@@ -168,7 +156,7 @@ async fn scenario3_allowed_sans() {
 }
 
 #[tokio::test]
-async fn scenario5_one_third_party_root_trusted_by_both_sides() {
+async fn one_third_party_root_trusted_by_both_sides() {
     let pki = TestPki::with_ca(Ca::new("Third Party Root", KeyType::EcdsaP384, 30).unwrap());
     pki.server("server", &["helloworld.example.io"]);
     let echo = start_echo().await;
@@ -190,7 +178,7 @@ async fn scenario5_one_third_party_root_trusted_by_both_sides() {
 }
 
 #[tokio::test]
-async fn scenario6_expired_future_wrong_ca_and_revoked_are_refused() {
+async fn expired_future_wrong_ca_and_revoked_client_certs_are_refused() {
     let pki = TestPki::new();
     pki.server("server", &["test.com"]);
     let now = OffsetDateTime::now_utc();
@@ -261,8 +249,8 @@ async fn scenario6_expired_future_wrong_ca_and_revoked_are_refused() {
 }
 
 #[tokio::test]
-async fn scenario6_optional_mode_lets_anonymous_clients_through_but_verifies_presented_certs() {
-    let (pki, proxy) = setup(r#"client_auth = "optional""#).await;
+async fn optional_client_auth_lets_anonymous_clients_through_but_verifies_presented_certs() {
+    let (pki, proxy) = echo_proxy(r#"client_auth = "optional""#, "").await;
     let anon = request(
         proxy.https,
         "test.com",
@@ -290,7 +278,7 @@ async fn scenario6_optional_mode_lets_anonymous_clients_through_but_verifies_pre
 }
 
 #[tokio::test]
-async fn scenario6_servers_by_sni_unknown_sni_and_host_binding() {
+async fn servers_are_chosen_by_sni_unknown_sni_is_refused_and_host_is_bound_to_it() {
     let pki = TestPki::new();
     let a = pki.server("a", &["a.example.com"]);
     let b = pki.server("b", &["*.b.example.com"]);

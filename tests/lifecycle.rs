@@ -27,7 +27,7 @@ fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
-async fn scenario4_wildcard_ecdsa_tls13_only_and_https_redirect() {
+async fn wildcard_ecdsa_server_is_tls13_only_and_plaintext_redirects_to_https() {
     let pki = TestPki::new();
     let mut server = LeafSpec::server(&["*.k.example.com"]);
     server.key_type = KeyType::EcdsaP256;

@@ -219,6 +219,15 @@ impl Setup {
     }
 }
 
+/// A port free on 127.0.0.1 a moment ago, for a child process that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Removes the proxy variables, so curl talks to 127.0.0.1 directly.
 pub fn without_proxy_env(cmd: &mut Command) {
     for var in [
