@@ -34,10 +34,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use gatehouse::authz::raw::RawPolicy;
 use gatehouse::authz::{Policies, evaluate};
-use gatehouse::config::raw::RawPolicy;
-use gatehouse::http::{ConnInfo, RequestView};
 use gatehouse::identity::PeerIdentity;
+use gatehouse::request::{ConnInfo, RequestView};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 #[path = "../tests/support/counting_alloc.rs"]

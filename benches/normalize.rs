@@ -31,7 +31,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gatehouse::http::normalize::{
+use gatehouse::request::normalize::{
     EscapedSlashes, Normalized, Options, PathNormalization, normalize,
 };
 

@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use common::policies::{Req, identity, policies, req};
 use gatehouse::authz::evaluate;
-use gatehouse::http::RequestView;
+use gatehouse::request::RequestView;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

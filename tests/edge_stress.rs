@@ -149,7 +149,7 @@ async fn silent_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 #[ignore = "exhaustion run on the release binary: see the file's header"]
 async fn exhaustion() {
     // The attacker (this process) needs more than 5,000 descriptors.
-    let own = gatehouse::limits::raise_nofile_limit();
+    let own = gatehouse::conn::limits::raise_nofile_limit();
     assert!(own > 6000, "this process may open only {own} files");
     let (pki, client, echo) = test_com().await;
     let bin = Binary::start(&pki, echo, Some(1024), "").await;
@@ -286,7 +286,7 @@ async fn drain_pool(bin: &Binary, start: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "60 s soak on the release binary: see the file's header"]
 async fn soak() {
-    gatehouse::limits::raise_nofile_limit();
+    gatehouse::conn::limits::raise_nofile_limit();
     let (pki, client, echo) = test_com().await;
     let bin = Binary::start(&pki, echo, None, "").await;
     let opts = ClientOpts::new(&pki, Some(&client));

@@ -15,7 +15,6 @@ const MAX_FILE_LINES: usize = 500;
 const MAX_FN_LINES: usize = 80;
 
 struct Module {
-    file: PathBuf,
     /// The file's text without its test module and without comment lines.
     code: String,
 }
@@ -83,7 +82,6 @@ fn modules() -> BTreeMap<Vec<String>, Module> {
             module_path(&file),
             Module {
                 code: production_code(&text),
-                file,
             },
         );
     }

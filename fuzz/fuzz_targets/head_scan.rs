@@ -9,7 +9,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use gatehouse::http::head_scan::HeadScan;
+use gatehouse::conn::head_scan::HeadScan;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -9,7 +9,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use gatehouse::http::normalize::{EscapedSlashes, Normalized, Options, PathNormalization, normalize};
+use gatehouse::request::normalize::{EscapedSlashes, Normalized, Options, PathNormalization, normalize};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

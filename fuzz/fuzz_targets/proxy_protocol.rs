@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
-use gatehouse::proxy_protocol::{Parsed, parse};
+use gatehouse::conn::proxy_protocol::{Parsed, parse};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

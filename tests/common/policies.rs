@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use gatehouse::authz::Policies;
-use gatehouse::config::raw::RawPolicy;
-use gatehouse::http::{ConnInfo, RequestView};
+use gatehouse::authz::raw::RawPolicy;
 use gatehouse::identity::PeerIdentity;
+use gatehouse::request::{ConnInfo, RequestView};
 use http::{HeaderMap, HeaderValue, Method};
 
 #[derive(serde::Deserialize)]

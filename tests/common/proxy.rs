@@ -71,7 +71,7 @@ impl Proxy {
     ) -> Result<Self, String> {
         let metrics = gatehouse::metrics::Metrics::new();
         let log = log.map(|(format, buf)| {
-            gatehouse::http::access_log::AccessLog::start(
+            gatehouse::log::AccessLog::start(
                 format,
                 Box::new(buf),
                 metrics.access_log_dropped.clone(),
