@@ -14,7 +14,7 @@ use std::fmt;
 
 /// A valid authority, as it will be forwarded: `name[:port]`, trailing dot removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authority<'a> {
+pub(crate) struct Authority<'a> {
     /// The authority to forward (`Host`), port included when the client sent one.
     pub full: Cow<'a, str>,
     /// Length of the name (without `:port`) at the start of `full`.
@@ -23,14 +23,14 @@ pub struct Authority<'a> {
 
 impl Authority<'_> {
     /// The name without the port (`[::1]` keeps its brackets), in the client's case.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.full[..self.name_len]
     }
 }
 
 /// Why a host is refused with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadHost {
+pub(crate) enum BadHost {
     /// No name at all (`""`, `":80"`, `"."`).
     Empty,
     /// A character no reg-name, IPv4 or IPv6 literal may hold (`a.com:1:2`, `a b`, `u@h`).
@@ -42,7 +42,7 @@ pub enum BadHost {
 }
 
 impl BadHost {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::Empty => "empty host",
             Self::BadName => "host is not a name, an IPv4 address or a bracketed IPv6 address",
@@ -64,7 +64,7 @@ fn reg_name_byte(b: u8) -> bool {
 }
 
 /// Parses a `Host` / `:authority` value.
-pub fn parse(text: &str) -> Result<Authority<'_>, BadHost> {
+pub(crate) fn parse(text: &str) -> Result<Authority<'_>, BadHost> {
     let bytes = text.as_bytes();
     let name_end = if bytes.first() == Some(&b'[') {
         let close = memchr::memchr(b']', bytes).ok_or(BadHost::BadName)?;
@@ -127,7 +127,7 @@ pub fn parse(text: &str) -> Result<Authority<'_>, BadHost> {
 
 /// One entry of a `hosts` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// `test.com`
     Exact(String),
     /// `*.example.com`, stored as `.example.com`: matches `a.example.com`, not `a.b.example.com`.
@@ -137,7 +137,7 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse(text: &str) -> Result<Self, &'static str> {
         let lower = text.to_ascii_lowercase();
         if lower == "*" {
             return Ok(Self::Any);
@@ -174,7 +174,7 @@ impl HostPattern {
     }
 
     /// Does `host` (no port, any case) match?
-    pub fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(name) => host.eq_ignore_ascii_case(name),
             Self::Wildcard(suffix) => {
@@ -189,13 +189,13 @@ impl HostPattern {
 }
 
 /// Does any of `patterns` match `host`?
-pub fn any_matches(patterns: &[HostPattern], host: &str) -> bool {
+pub(crate) fn any_matches(patterns: &[HostPattern], host: &str) -> bool {
     patterns.iter().any(|p| p.matches(host))
 }
 
 /// Picks the server for a ClientHello's SNI: the best-ranked match across all servers,
 /// the first server in file order on a tie. No SNI matches only `*`.
-pub fn select<'s, S>(
+pub(crate) fn select<'s, S>(
     servers: &'s [S],
     hosts: impl Fn(&S) -> &[HostPattern],
     sni: Option<&str>,
@@ -217,7 +217,7 @@ pub fn select<'s, S>(
 
 /// `host:port` → `host`, `[v6]:port` → `[v6]`; a bare IPv6 address is left alone. For a
 /// Host header or `:authority` (and the `to.hosts` patterns of a policy: the port is ignored).
-pub fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }

@@ -35,7 +35,7 @@ pub struct IdentityError(String);
 
 impl PeerIdentity {
     /// Every SAN value as text, DNS first, then URI, email, IP.
-    pub fn san_values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn san_values(&self) -> impl Iterator<Item = &str> {
         self.dns_sans
             .iter()
             .chain(&self.uri_sans)
@@ -45,7 +45,7 @@ impl PeerIdentity {
     }
 
     /// `cert_sha256` as lowercase hex.
-    pub fn cert_sha256_hex(&self) -> String {
+    pub(crate) fn cert_sha256_hex(&self) -> String {
         hex(&self.cert_sha256)
     }
 }
@@ -99,7 +99,7 @@ fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
 
 /// RFC 2253: RDNs in reverse order, `,` between them, `+` inside a multi-valued RDN,
 /// special characters escaped.
-pub fn rfc2253(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc2253(name: &X509Name<'_>) -> String {
     let forward: Vec<_> = name.iter().collect();
     let rdns: Vec<String> = forward
         .into_iter()

@@ -12,11 +12,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// A shared label value: cloning it is a reference-count increment, not an allocation.
-pub type Name = Arc<String>;
+pub(crate) type Name = Arc<String>;
 
 /// Handles on one route's series: the same series as the families', without their lookup.
 #[derive(Debug, Clone)]
-pub struct RouteSeries {
+pub(crate) struct RouteSeries {
     pub route: Name,
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
@@ -27,66 +27,66 @@ pub struct RouteSeries {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabels {
+pub(crate) struct HandshakeLabels {
     pub server: Name,
     pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub route: Name,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     pub route: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AuthzLabels {
+pub(crate) struct AuthzLabels {
     pub policy: Name,
     pub action: &'static str,
     pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeniedLabels {
+pub(crate) struct DeniedLabels {
     pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub(crate) struct ListenerLabels {
     pub listener: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectedLabels {
+pub(crate) struct RejectedLabels {
     pub listener: &'static str,
     pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClosedLabels {
+pub(crate) struct ClosedLabels {
     pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
+pub(crate) struct CertLabels {
     pub server: String,
     pub kind: &'static str,
     pub serial: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
+pub(crate) struct ReloadLabels {
     pub result: &'static str,
 }
 
 /// Latency buckets from 0.5 ms to ~65 s (x2 each): fine enough for a proxy hop, wide
 /// enough for slow upstreams.
 #[derive(Clone)]
-pub struct Buckets;
+pub(crate) struct Buckets;
 
 impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
@@ -96,18 +96,18 @@ impl MetricConstructor<Histogram> for Buckets {
 
 /// Every metric of SPEC's table.
 pub struct Metrics {
-    pub handshakes: Family<HandshakeLabels, Counter>,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<RouteLabels, Histogram, Buckets>,
-    pub upstream_duration: Family<RouteLabels, Histogram, Buckets>,
-    pub authz_decisions: Family<AuthzLabels, Counter>,
-    pub denied: Family<DeniedLabels, Counter>,
-    pub connections_active: Family<ListenerLabels, Gauge>,
-    pub cert_not_after: Family<CertLabels, Gauge>,
-    pub reloads: Family<ReloadLabels, Counter>,
-    pub connections_rejected: Family<RejectedLabels, Counter>,
-    pub connections_closed: Family<ClosedLabels, Counter>,
-    pub upstream_retries: Family<RouteLabels, Counter>,
+    pub(crate) handshakes: Family<HandshakeLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) request_duration: Family<RouteLabels, Histogram, Buckets>,
+    pub(crate) upstream_duration: Family<RouteLabels, Histogram, Buckets>,
+    pub(crate) authz_decisions: Family<AuthzLabels, Counter>,
+    pub(crate) denied: Family<DeniedLabels, Counter>,
+    pub(crate) connections_active: Family<ListenerLabels, Gauge>,
+    pub(crate) cert_not_after: Family<CertLabels, Gauge>,
+    pub(crate) reloads: Family<ReloadLabels, Counter>,
+    pub(crate) connections_rejected: Family<RejectedLabels, Counter>,
+    pub(crate) connections_closed: Family<ClosedLabels, Counter>,
+    pub(crate) upstream_retries: Family<RouteLabels, Counter>,
     pub access_log_dropped: Counter,
     registry: Registry,
 }
@@ -213,7 +213,7 @@ impl Metrics {
     /// One route's series, looked up once (each family lookup takes a lock and hashes).
     /// `ok` is made for routes that forward; the `none` route of unrouted requests never
     /// answers 200 itself, so it gets no such series.
-    pub fn route_series(&self, route: &Name, ok: bool) -> RouteSeries {
+    pub(crate) fn route_series(&self, route: &Name, ok: bool) -> RouteSeries {
         let labels = RouteLabels {
             route: route.clone(),
         };
@@ -234,7 +234,7 @@ impl Metrics {
     }
 
     /// Counts a finished request of `series`'s route.
-    pub fn count_request(&self, series: &RouteSeries, code: u16, seconds: f64) {
+    pub(crate) fn count_request(&self, series: &RouteSeries, code: u16, seconds: f64) {
         match &series.ok {
             Some(ok) if code == 200 => ok.inc(),
             _ => self
@@ -259,7 +259,11 @@ impl Metrics {
     /// Creates the series a dashboard expects to see from the start, at zero: handshakes `ok`
     /// per server, open connections per listener, both denial reasons, both reload results.
     /// `servers` are the server labels; `plaintext` says whether the `http` listener is on.
-    pub fn init_series<'a>(&self, servers: impl IntoIterator<Item = &'a Name>, plaintext: bool) {
+    pub(crate) fn init_series<'a>(
+        &self,
+        servers: impl IntoIterator<Item = &'a Name>,
+        plaintext: bool,
+    ) {
         for server in servers {
             let _ = self.handshakes.get_or_create(&HandshakeLabels {
                 server: server.clone(),
@@ -292,14 +296,14 @@ impl Metrics {
     }
 
     /// Counts an open connection closed for `reason` (`revoked` | `cert_expired`).
-    pub fn closed(&self, reason: &'static str) {
+    pub(crate) fn closed(&self, reason: &'static str) {
         self.connections_closed
             .get_or_create(&ClosedLabels { reason })
             .inc();
     }
 
     /// Counts one open connection of `listener` until the guard is dropped.
-    pub fn active(&self, listener: &'static str) -> ActiveGuard {
+    pub(crate) fn active(&self, listener: &'static str) -> ActiveGuard {
         let gauge = self
             .connections_active
             .get_or_create_owned(&ListenerLabels { listener });
@@ -309,7 +313,7 @@ impl Metrics {
 
     /// Sets the expiry gauges to `certs`: (server name, `server` | `client_ca`, serial,
     /// notAfter in Unix seconds), dropping the series of certificates no longer loaded.
-    pub fn set_certs<'a>(
+    pub(crate) fn set_certs<'a>(
         &self,
         certs: impl IntoIterator<Item = (&'a str, &'static str, &'a str, i64)>,
     ) {
@@ -328,7 +332,7 @@ impl Metrics {
 
 /// One open connection in `gatehouse_connections_active`, while it lives.
 #[derive(Debug)]
-pub struct ActiveGuard(Gauge);
+pub(crate) struct ActiveGuard(Gauge);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {

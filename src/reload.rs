@@ -128,7 +128,7 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
 
 /// The directories holding the config file and every file it names (`credential_dir`s
 /// included, so a `..data` swap inside them is seen).
-pub fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
+pub(crate) fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
     let parent = |p: &Path| p.parent().map(Path::to_path_buf);
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     dirs.extend(parent(&rt.source));
@@ -153,7 +153,7 @@ pub fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
 /// file it names, every name a `credential_dir` is read for, and (by prefix, see
 /// [`is_relevant`]) Kubernetes' `..data` swap. Anything else in those directories, such as
 /// a log file written next to the config, must not trigger a reload.
-pub fn watched_names(rt: &Runtime) -> BTreeSet<OsString> {
+pub(crate) fn watched_names(rt: &Runtime) -> BTreeSet<OsString> {
     let mut names: BTreeSet<OsString> = BTreeSet::new();
     names.extend(rt.source.file_name().map(OsString::from));
     for s in &rt.servers {
@@ -173,7 +173,7 @@ pub fn watched_names(rt: &Runtime) -> BTreeSet<OsString> {
 /// Does a change to `path` (in a watched directory) matter? Names starting with `..` are
 /// the Kubernetes atomic writer's (`..data`, `..2026_11_23_...`), which swaps every file of
 /// a mounted secret or ConfigMap at once.
-pub fn is_relevant(path: &Path, names: &BTreeSet<OsString>) -> bool {
+pub(crate) fn is_relevant(path: &Path, names: &BTreeSet<OsString>) -> bool {
     path.file_name()
         .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
 }

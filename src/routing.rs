@@ -5,7 +5,7 @@ use crate::host;
 use crate::runtime::Route;
 
 /// Picks the route for a (normalized) path and Host (port already stripped, any case).
-pub fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option<&'r Route> {
+pub(crate) fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option<&'r Route> {
     routes.iter().find(|r| {
         let r = &r.config;
         (r.hosts.is_empty() || host.is_some_and(|h| host::any_matches(&r.hosts, h)))

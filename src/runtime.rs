@@ -17,7 +17,7 @@ use crate::tls::verifier;
 
 /// One `[[server]]`, ready to handshake.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     pub config: ServerConfig,
     /// The server's name (first host) as a metric label.
     pub label: crate::metrics::Name,
@@ -33,14 +33,14 @@ pub struct Server {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertKind {
+pub(crate) enum CertKind {
     Server,
     ServerChain,
     ClientCa,
 }
 
 impl CertKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Server => "server",
             Self::ServerChain => "server_chain",
@@ -52,7 +52,7 @@ impl CertKind {
 /// One `[[route]]`, with what it needs per request: its upstream's pool and its metric
 /// series (both long-lived, held by `Shared`), each resolved on the route's first request.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub config: config::RouteConfig,
     pub pool: crate::upstream::PoolSlot,
     pub series: std::sync::OnceLock<Arc<crate::metrics::RouteSeries>>,
@@ -61,11 +61,11 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Config,
-    pub servers: Vec<Server>,
+    pub(crate) servers: Vec<Server>,
     /// The config file this came from.
     pub source: PathBuf,
     /// The routes in file order, as [`crate::routing::select`] tries them.
-    pub routes: Box<[Route]>,
+    pub(crate) routes: Box<[Route]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,18 +109,18 @@ impl Published {
     }
 
     /// The current snapshot, to keep.
-    pub fn load_full(&self) -> Arc<Runtime> {
+    pub(crate) fn load_full(&self) -> Arc<Runtime> {
         self.current.load_full()
     }
 
     /// Publishes a new snapshot and tells every subscriber.
-    pub fn store(&self, rt: Arc<Runtime>) {
+    pub(crate) fn store(&self, rt: Arc<Runtime>) {
         self.current.store(rt);
         self.swapped.send_modify(|generation| *generation += 1);
     }
 
     /// Resolves (via `changed()`) after each later [`Published::store`].
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.swapped.subscribe()
     }
 
@@ -128,7 +128,7 @@ impl Published {
     /// published after `swaps` was taken refuses its certificate ([`Refused::Revoked`]), or
     /// the certificate's `notAfter` passes ([`Refused::Expired`]). Pending forever for a
     /// client that stays accepted. Open connections and WebSocket tunnels both wait on it.
-    pub async fn until_refused(
+    pub(crate) async fn until_refused(
         &self,
         conn: &crate::request::ConnInfo,
         swaps: &mut tokio::sync::watch::Receiver<u64>,
@@ -162,7 +162,7 @@ impl Published {
 
 /// Why an open connection's client is no longer accepted.
 #[derive(Debug, Clone, Copy)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// A reload refused its certificate, with the handshake result it would get now.
     Revoked(verifier::HandshakeOutcome),
     /// Its certificate's `notAfter` has passed.
@@ -171,7 +171,7 @@ pub enum Refused {
 
 impl Refused {
     /// Logs that an open connection (or tunnel) of `peer` is being closed, and why.
-    pub fn log(self, peer: std::net::SocketAddr, action: &str) {
+    pub(crate) fn log(self, peer: std::net::SocketAddr, action: &str) {
         match self {
             Self::Revoked(outcome) => tracing::info!(
                 %peer,
@@ -183,7 +183,7 @@ impl Refused {
     }
 
     /// The `reason` label of `gatehouse_connections_closed_total`.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::Revoked(_) => "revoked",
             Self::Expired => "cert_expired",
@@ -192,7 +192,7 @@ impl Refused {
 }
 
 /// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls).
-pub fn crypto_provider() -> Arc<CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -200,7 +200,7 @@ impl Runtime {
     /// Would this snapshot accept the client of an open connection? The server is chosen by
     /// the connection's SNI again, and its client-certificate checks run again at `now`: a
     /// new CRL, a CA dropped from `client_ca`, a narrower `allowed_sans` or new pins refuse it.
-    pub fn accepts(
+    pub(crate) fn accepts(
         &self,
         conn: &crate::request::ConnInfo,
         now: UnixTime,
@@ -218,7 +218,7 @@ impl Runtime {
 
     /// Sets the metric series that follow the configuration: each server's handshake
     /// series at zero, and the certificate expiry gauges (server leaves and client CAs).
-    pub fn init_metrics(&self, metrics: &crate::metrics::Metrics) {
+    pub(crate) fn init_metrics(&self, metrics: &crate::metrics::Metrics) {
         metrics.init_series(
             self.servers.iter().map(|s| &s.label),
             self.config.listen.http.is_some(),
@@ -242,7 +242,7 @@ impl Runtime {
     }
 
     /// Builds TLS state for an already-validated config.
-    pub fn build(config: Config, source: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn build(config: Config, source: &Path) -> Result<Self, LoadError> {
         let provider = crypto_provider();
         let mut servers = Vec::with_capacity(config.servers.len());
         for (index, sc) in config.servers.iter().enumerate() {

@@ -36,7 +36,7 @@ mod tests;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-pub use self::compile::PolicyError;
+pub(crate) use self::compile::PolicyError;
 use self::compile::{Policy, Test};
 use self::pattern::Case;
 use self::raw::RawPolicy;
@@ -46,7 +46,7 @@ use crate::request::RequestView;
 
 /// What a policy does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
+pub(crate) enum Action {
     Allow,
     Deny,
     Audit,
@@ -54,7 +54,7 @@ pub enum Action {
 
 impl Action {
     /// The config spelling, also the `action` metric label: `allow`, `deny`, `audit`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -111,18 +111,13 @@ impl Policies {
     }
 
     /// The name of policy `index`, shared (a metric label). Panics if `index >= len()`.
-    pub fn label(&self, index: usize) -> &std::sync::Arc<String> {
+    pub(crate) fn label(&self, index: usize) -> &std::sync::Arc<String> {
         &self.policies[index].name
     }
 
     /// The action of policy `index`. Panics if `index >= len()`.
-    pub fn action(&self, index: usize) -> Action {
+    pub(crate) fn action(&self, index: usize) -> Action {
         self.policies[index].action
-    }
-
-    /// The number of rules of policy `index`. Panics if `index >= len()`.
-    pub fn rule_count(&self, index: usize) -> usize {
-        self.policies[index].rules.len()
     }
 
     /// The first rule of policy `index` that matches, if any. `index` comes from `deny`,
@@ -169,13 +164,13 @@ pub fn evaluate(policies: &Policies, req: &RequestView<'_>) -> Decision {
 /// The outcome of [`evaluate`], with the reason. Indices refer to the [`Policies`] it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// The AUDIT policies that matched; they never change the verdict.
     pub audits: AuditSet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// `policy` is `(policy index, rule index)` of the first ALLOW policy (file order) that
     /// matched, and its first matching rule; `None` when no ALLOW policy exists.
     Allow {
@@ -185,7 +180,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
+pub(crate) enum DenyReason {
     /// The first DENY policy (file order) that matched, and its first matching rule.
     Policy { policy: usize, rule: usize },
     /// ALLOW policies exist and none matched.
@@ -194,7 +189,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// The `reason` label of `gatehouse_denied_requests_total`: `policy` | `no_allow_match`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Policy { .. } => "policy",
             Self::NoAllowMatch => "no_allow_match",
@@ -208,7 +203,7 @@ impl Decision {
     }
 
     /// `(policy, rule)` of the ALLOW or DENY policy that decided, if one did.
-    pub fn deciding_rule(&self) -> Option<(usize, usize)> {
+    pub(crate) fn deciding_rule(&self) -> Option<(usize, usize)> {
         match self.verdict {
             Verdict::Allow { policy } => policy,
             Verdict::Deny(DenyReason::Policy { policy, rule }) => Some((policy, rule)),
@@ -222,13 +217,13 @@ impl Decision {
     }
 
     /// Names of the AUDIT policies that matched, in file order.
-    pub fn audit_policies<'p>(&self, p: &'p Policies) -> impl Iterator<Item = &'p str> + 'p {
+    pub(crate) fn audit_policies<'p>(&self, p: &'p Policies) -> impl Iterator<Item = &'p str> + 'p {
         self.audits.iter().map(|index| p.name(index))
     }
 
     /// A human explanation for `gatehouse authz`: the first line starts with `ALLOW` or
     /// `DENY`, then one `AUDIT` line per matched audit policy.
-    pub fn explain(&self, p: &Policies) -> String {
+    pub(crate) fn explain(&self, p: &Policies) -> String {
         let mut out = match self.verdict {
             Verdict::Allow { policy: None } => "ALLOW (no allow policies)".to_owned(),
             Verdict::Allow {

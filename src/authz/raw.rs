@@ -10,14 +10,14 @@ pub struct RawPolicy {
     pub name: String,
     pub action: String,
     #[serde(default)]
-    pub rules: Vec<RawRule>,
+    pub(crate) rules: Vec<RawRule>,
 }
 
 /// One rule of a policy. `from`, `to` and `when` must all match; an absent field
 /// matches everything.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub(crate) struct RawRule {
     pub from: Option<RawFrom>,
     pub to: Option<RawTo>,
     pub when: Option<Vec<RawCondition>>,
@@ -25,7 +25,7 @@ pub struct RawRule {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFrom {
+pub(crate) struct RawFrom {
     pub principals: Option<Vec<String>>,
     pub not_principals: Option<Vec<String>>,
     pub sans: Option<Vec<String>>,
@@ -38,7 +38,7 @@ pub struct RawFrom {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTo {
+pub(crate) struct RawTo {
     pub hosts: Option<Vec<String>>,
     pub not_hosts: Option<Vec<String>>,
     pub methods: Option<Vec<String>>,
@@ -52,14 +52,14 @@ pub struct RawTo {
 /// Istio accepts ports as integers or as strings of digits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum RawPort {
+pub(crate) enum RawPort {
     Number(i64),
     Text(String),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCondition {
+pub(crate) struct RawCondition {
     pub key: String,
     pub values: Option<Vec<String>>,
     pub not_values: Option<Vec<String>>,

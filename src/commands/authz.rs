@@ -113,7 +113,7 @@ fn client(args: &AuthzArgs) -> Result<Client, String> {
 }
 
 /// The proxy's answer to one request, as `gatehouse authz` prints it.
-pub fn verdict(
+pub(crate) fn verdict(
     rt: &Runtime,
     method: &Method,
     target: &str,

@@ -166,7 +166,7 @@ action = "deny"
 }
 
 /// The four commands: allowed, no client certificate, denied path, metrics.
-pub fn commands(dir: &Path, https_port: u16, admin_port: u16) -> [String; 4] {
+pub(crate) fn commands(dir: &Path, https_port: u16, admin_port: u16) -> [String; 4] {
     let d = dir.display();
     let base = format!("curl --cacert {d}/ca.crt");
     let client = format!("{base} --cert {d}/client.crt --key {d}/client.key");

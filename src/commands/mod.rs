@@ -78,7 +78,7 @@ pub fn run(args: &ConfigArg) -> ExitCode {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -124,7 +124,7 @@ pub fn check(args: &ConfigArg) -> ExitCode {
 }
 
 /// The text `check` prints.
-pub fn summary(rt: &Runtime) -> String {
+pub(crate) fn summary(rt: &Runtime) -> String {
     use std::fmt::Write as _;
     let c = &rt.config;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

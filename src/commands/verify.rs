@@ -24,7 +24,7 @@ use crate::tls::{HandshakeOutcome, verifier};
 
 /// What `verify` found.
 #[derive(Debug)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// `Ok` for ACCEPT.
     pub outcome: HandshakeOutcome,
     /// Why, for a person (empty for a plain ACCEPT).
@@ -35,7 +35,7 @@ pub struct Verdict {
 
 impl Verdict {
     /// The first line: `ACCEPT` or `REFUSE <result>`.
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         match self.outcome {
             HandshakeOutcome::Ok => "ACCEPT".to_owned(),
             refused => format!("REFUSE {}", refused.as_str()),
@@ -92,7 +92,7 @@ fn describe(c: &CertSummary, out: &mut String) {
 
 /// Runs the checks of the server `sni` chooses (without SNI: the first `[[server]]`) on
 /// `chain` (leaf first, not empty) at `now`.
-pub fn verify(
+pub(crate) fn verify(
     rt: &Runtime,
     chain: &[CertificateDer<'_>],
     sni_name: Option<&str>,

@@ -6,7 +6,7 @@
 //! and keys are not read here: [`crate::runtime::Runtime::load`] does that on top.
 
 mod error;
-pub mod raw;
+pub(crate) mod raw;
 mod validate;
 
 use std::fmt;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::FieldError;
+pub(crate) use error::FieldError;
 pub(crate) use validate::parse_duration;
 
 use crate::authz::Policies;
@@ -48,7 +48,7 @@ pub struct Listen {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     Tls12,
     Tls13,
 }
@@ -56,8 +56,8 @@ pub enum TlsVersion {
 /// `[tls]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsSettings {
-    pub min: TlsVersion,
-    pub max: TlsVersion,
+    pub(crate) min: TlsVersion,
+    pub(crate) max: TlsVersion,
     /// Resumable sessions kept per `[[server]]` (stateful, forgotten on reload); 0 = none.
     pub session_cache_size: usize,
 }
@@ -65,13 +65,13 @@ pub struct TlsSettings {
 impl TlsSettings {
     /// nginx's `ssl_session_cache shared:SSL:10m` holds about 40,000 sessions; a rustls
     /// session with a client chain is ~2 KiB, so this default bounds the cache near 20 MiB.
-    pub const DEFAULT_SESSION_CACHE_SIZE: usize = 10_000;
-    pub const MAX_SESSION_CACHE_SIZE: i64 = 1_000_000;
+    pub(crate) const DEFAULT_SESSION_CACHE_SIZE: usize = 10_000;
+    pub(crate) const MAX_SESSION_CACHE_SIZE: i64 = 1_000_000;
 }
 
 /// `none` | `optional` | `required` (Istio SIMPLE | OPTIONAL_MUTUAL | MUTUAL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     None,
     Optional,
     Required,
@@ -95,16 +95,16 @@ pub enum Credentials {
 pub struct ServerConfig {
     /// The hosts as written (lower-cased); the first names the server in metrics and `/certs`.
     pub names: Vec<String>,
-    pub hosts: Vec<HostPattern>,
+    pub(crate) hosts: Vec<HostPattern>,
     pub credentials: Credentials,
-    pub client_auth: ClientAuth,
+    pub(crate) client_auth: ClientAuth,
     pub allowed_sans: Vec<String>,
     pub allowed_spki_sha256: Vec<[u8; 32]>,
     pub allowed_cert_sha256: Vec<[u8; 32]>,
 }
 
 impl ServerConfig {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.names.first().map_or("*", String::as_str)
     }
 }
@@ -115,7 +115,7 @@ pub struct RouteConfig {
     /// `name`, or the route's index as text (shared: it is also a metric label).
     pub name: std::sync::Arc<String>,
     /// Empty: any host.
-    pub hosts: Vec<HostPattern>,
+    pub(crate) hosts: Vec<HostPattern>,
     /// Without a trailing slash, except `/` itself.
     pub path_prefix: String,
     pub upstream: Upstream,
@@ -140,7 +140,7 @@ impl fmt::Display for Upstream {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadersWithUnderscores {
+pub(crate) enum HeadersWithUnderscores {
     Allow,
     Drop,
     Reject,
@@ -148,7 +148,7 @@ pub enum HeadersWithUnderscores {
 
 /// `x-forwarded-client-cert` handling, as Envoy's `forward_client_cert_details`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardClientCert {
+pub(crate) enum ForwardClientCert {
     Sanitize,
     SanitizeSet,
     AppendForward,
@@ -157,8 +157,8 @@ pub enum ForwardClientCert {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub normalization: normalize::Options,
-    pub headers_with_underscores: HeadersWithUnderscores,
-    pub forward_client_cert: ForwardClientCert,
+    pub(crate) headers_with_underscores: HeadersWithUnderscores,
+    pub(crate) forward_client_cert: ForwardClientCert,
     /// The https listener expects a PROXY protocol v1/v2 header before the TLS handshake.
     pub proxy_protocol: bool,
     pub handshake_timeout: Duration,
@@ -181,21 +181,21 @@ pub struct ProxySettings {
     /// HTTP/1.1 `Upgrade` tokens passed through, lower-cased.
     pub allowed_upgrades: Vec<String>,
     /// Also forward a verified client certificate as RFC 9440 `Client-Cert` headers.
-    pub client_cert_headers: ClientCertHeaders,
+    pub(crate) client_cert_headers: ClientCertHeaders,
     /// Keep client-sent `forwarded`, `x-forwarded-host/-port/-prefix` and `x-real-ip`.
     pub trust_forwarded_headers: bool,
 }
 
 /// `client_cert_headers`: `none` | `rfc9440`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCertHeaders {
+pub(crate) enum ClientCertHeaders {
     None,
     Rfc9440,
 }
 
 impl ProxySettings {
     /// Is `token` (an `Upgrade` protocol, any case, version suffix ignored) allowed?
-    pub fn upgrade_allowed(&self, token: &str) -> bool {
+    pub(crate) fn upgrade_allowed(&self, token: &str) -> bool {
         let name = token.split('/').next().unwrap_or_default().trim();
         self.allowed_upgrades
             .iter()

@@ -8,7 +8,7 @@ use crate::authz::raw::RawPolicy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub listen: RawListen,
     #[serde(default)]
     pub tls: RawTls,
@@ -29,7 +29,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawListen {
+pub(crate) struct RawListen {
     pub https: String,
     pub http: Option<String>,
     pub admin: Option<String>,
@@ -38,7 +38,7 @@ pub struct RawListen {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(crate) struct RawTls {
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     pub session_cache_size: Option<i64>,
@@ -46,7 +46,7 @@ pub struct RawTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     pub hosts: Vec<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
@@ -61,7 +61,7 @@ pub struct RawServer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(crate) struct RawRoute {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub path_prefix: Option<String>,
@@ -71,7 +71,7 @@ pub struct RawRoute {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProxy {
+pub(crate) struct RawProxy {
     pub path_normalization: Option<String>,
     pub escaped_slashes: Option<String>,
     pub headers_with_underscores: Option<String>,
@@ -97,13 +97,13 @@ pub struct RawProxy {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRuntime {
+pub(crate) struct RawRuntime {
     pub workers: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(crate) struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
     pub access_log: Option<bool>,
@@ -111,6 +111,6 @@ pub struct RawLog {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawReload {
+pub(crate) struct RawReload {
     pub watch: Option<bool>,
 }

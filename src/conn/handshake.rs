@@ -14,18 +14,18 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use crate::identity::{self, PeerIdentity};
 use crate::request::ConnInfo;
 use crate::runtime::Runtime;
-pub use crate::tls::HandshakeOutcome;
+pub(crate) use crate::tls::HandshakeOutcome;
 use crate::tls::verifier;
 
 /// A finished handshake: the stream, and the connection's facts for the rest of its life.
-pub struct Accepted<IO> {
+pub(crate) struct Accepted<IO> {
     pub stream: TlsStream<IO>,
     pub info: ConnInfo,
 }
 
 /// A failed handshake: why, and for which server if one was chosen.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub outcome: HandshakeOutcome,
     pub server: Option<usize>,
     /// The SNI, once the ClientHello was read.
@@ -37,7 +37,7 @@ pub struct Failure {
 
 impl Failure {
     /// A failure with no server chosen and no certificate seen.
-    pub fn early(outcome: HandshakeOutcome, detail: String) -> Self {
+    pub(crate) fn early(outcome: HandshakeOutcome, detail: String) -> Self {
         Self {
             outcome,
             server: None,
@@ -56,7 +56,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
 /// Runs the server side of a handshake on `io`, from client `peer` on listener `port`.
-pub async fn accept<IO>(
+pub(crate) async fn accept<IO>(
     io: IO,
     (peer, listener_port): (SocketAddr, u16),
     runtime: &Runtime,

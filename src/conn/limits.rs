@@ -19,10 +19,10 @@ use crate::metrics::ActiveGuard;
 
 /// Descriptors kept for everything that is not a client socket: stdio, epoll and event fds,
 /// the listeners, the file watcher, certificate and config files read on reload.
-pub const RESERVED_FDS: u64 = 64;
+pub(crate) const RESERVED_FDS: u64 = 64;
 
 /// The admin listener's connection cap (SPEC: at most 64). Scrapers and probes need a few.
-pub const ADMIN_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_CONNECTIONS: usize = 64;
 
 /// Raises the soft open-file limit to the hard one and returns the soft limit now in effect
 /// (`u64::MAX` when unlimited).
@@ -43,7 +43,7 @@ pub fn raise_nofile_limit() -> u64 {
 
 /// What each listener may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caps {
+pub(crate) struct Caps {
     pub https: usize,
     pub plaintext: usize,
     pub admin: usize,
@@ -54,7 +54,7 @@ pub struct Caps {
 /// most a quarter of what is left after the reserve and the admin listener, so a flood of
 /// idle plaintext sockets can never starve the https listener. Returns the caps and, when
 /// any was lowered, a sentence saying so for the operator.
-pub fn plan(
+pub(crate) fn plan(
     nofile: u64,
     max_connections: usize,
     max_plaintext: usize,
@@ -103,7 +103,7 @@ pub fn plan(
 /// waits for every holder). Shared by the connection and whatever outlives its HTTP
 /// exchange (an upgraded tunnel), so all of it is released when the last of them ends.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     _permit: OwnedSemaphorePermit,
     _active: ActiveGuard,
     ip: Option<IpSlot>,
@@ -111,7 +111,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(
+    pub(crate) fn new(
         permit: OwnedSemaphorePermit,
         active: ActiveGuard,
         stop: watch::Receiver<bool>,
@@ -125,26 +125,26 @@ impl Lease {
     }
 
     /// Counts the connection against its client address (`max_connections_per_ip`).
-    pub fn set_ip(&mut self, slot: IpSlot) {
+    pub(crate) fn set_ip(&mut self, slot: IpSlot) {
         self.ip = Some(slot);
     }
 }
 
 /// Open https connections per client address, for `max_connections_per_ip`.
 #[derive(Debug, Default)]
-pub struct PerIp {
+pub(crate) struct PerIp {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection counted against its address; uncounted when dropped.
 #[derive(Debug)]
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -156,7 +156,7 @@ impl PerIp {
 
     /// Counts a new connection from `ip`, or `None` when `ip` already holds `limit`.
     /// IPv4-mapped IPv6 addresses count as their IPv4 address.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
         let ip = ip.to_canonical();
         let mut counts = self.counts();
         let n = counts.entry(ip).or_insert(0);
@@ -174,7 +174,8 @@ impl PerIp {
     }
 
     /// Connections counted for `ip` now.
-    pub fn count(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
         self.counts().get(&ip.to_canonical()).copied().unwrap_or(0)
     }
 }

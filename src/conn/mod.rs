@@ -4,8 +4,8 @@
 //! counts connections per client address; the [`watchdog`] holds each HTTP connection to its
 //! head, idle and stream-idle timeouts, with [`head_scan`] watching request heads on the wire.
 
-pub mod handshake;
-pub mod head_scan;
+pub(crate) mod handshake;
+pub(crate) mod head_scan;
 pub mod limits;
-pub mod proxy_protocol;
-pub mod watchdog;
+pub(crate) mod proxy_protocol;
+pub(crate) mod watchdog;

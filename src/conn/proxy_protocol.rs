@@ -13,14 +13,14 @@ use tokio::net::TcpStream;
 
 /// The longest header accepted: a v1 header is at most 107 bytes; a v2 header is 16 bytes plus
 /// addresses and TLVs (load balancers send tens of bytes of TLVs; HAProxy caps its own at 4 KiB).
-pub const MAX_HEADER: usize = 4096;
+pub(crate) const MAX_HEADER: usize = 4096;
 
 /// The longest v1 line, CRLF included (the protocol's limit).
 const V1_MAX: usize = 107;
 
 /// What a complete header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Its length in bytes.
     pub len: usize,
     /// The client, for a proxied TCP connection; `None` for a v2 `LOCAL` connection (the load
@@ -30,7 +30,7 @@ pub struct Header {
 
 /// The result of looking at the first bytes of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Complete(Header),
     /// Every byte so far belongs to a header that is not finished yet.
     Incomplete,
@@ -38,7 +38,7 @@ pub enum Parsed {
 }
 
 /// Parses the header at the start of `bytes` (bytes after it are ignored).
-pub fn parse(bytes: &[u8]) -> Parsed {
+pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     // A v1 line is judged once it has ended: `ppp` takes some unfinished lines (one cut
     // inside the last port, say) for invalid ones.
     if bytes.starts_with(b"PROXY") || b"PROXY".starts_with(bytes) {
@@ -88,7 +88,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
 
 /// Reads the header off `tcp`, consuming exactly its bytes. Bytes are peeked first and only
 /// consumed while they belong to the header, so nothing of the TLS handshake is taken.
-pub async fn read_header(tcp: &mut TcpStream) -> io::Result<Header> {
+pub(crate) async fn read_header(tcp: &mut TcpStream) -> io::Result<Header> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut seen: Vec<u8> = Vec::with_capacity(256);
     let mut peeked = vec![0u8; MAX_HEADER];

@@ -34,7 +34,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::conn::head_scan::HeadScan;
 
-pub struct Activity {
+pub(crate) struct Activity {
     base: Instant,
     in_flight: AtomicUsize,
     last_done_ms: AtomicU64,
@@ -53,14 +53,14 @@ pub struct Activity {
 
 /// The connection-level timeouts [`Activity::watchdog`] enforces.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     pub head: Duration,
     pub idle: Duration,
     pub stream_idle: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Expired {
+pub(crate) enum Expired {
     Head,
     Idle,
     /// HTTP/1: the response body in flight has not moved for `stream_idle_timeout`.
@@ -68,16 +68,16 @@ pub enum Expired {
 }
 
 /// A request in flight; ends when dropped (with its response body).
-pub struct RequestGuard(Arc<Activity>);
+pub(crate) struct RequestGuard(Arc<Activity>);
 
 impl RequestGuard {
     /// The response head is out and its body starts streaming.
-    pub fn body_started(&self) {
+    pub(crate) fn body_started(&self) {
         self.moved();
     }
 
     /// Bytes of the response body moved (a frame was handed to hyper).
-    pub fn moved(&self) {
+    pub(crate) fn moved(&self) {
         match self.0.http1 {
             true => self
                 .0
@@ -104,7 +104,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Activity {
-    pub fn new(http1: bool) -> Arc<Self> {
+    pub(crate) fn new(http1: bool) -> Arc<Self> {
         Arc::new(Self {
             base: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -129,7 +129,7 @@ impl Activity {
 
     /// A request head was parsed; returns its guard and whether its framing was ambiguous
     /// (HTTP/1: the head scanner refused it).
-    pub fn request_started(self: &Arc<Self>) -> (RequestGuard, bool) {
+    pub(crate) fn request_started(self: &Arc<Self>) -> (RequestGuard, bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
         let ambiguous = self.http1
@@ -149,7 +149,7 @@ impl Activity {
     }
 
     /// Resolves when the head, idle or (HTTP/1) stream-idle timeout has passed.
-    pub async fn watchdog(&self, t: Timeouts) -> Expired {
+    pub(crate) async fn watchdog(&self, t: Timeouts) -> Expired {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         loop {
@@ -192,7 +192,7 @@ impl Activity {
 
     /// Resolves once no request has been in flight for `grace` (counted from `since` at the
     /// earliest): the time a client that was sent a GOAWAY gets to close by itself.
-    pub async fn quiet_for(&self, since: Instant, grace: Duration) {
+    pub(crate) async fn quiet_for(&self, since: Instant, grace: Duration) {
         loop {
             let last_done = self.instant(self.last_done_ms.load(Ordering::Relaxed).max(1));
             let quiet_since = since.max(last_done);
@@ -237,7 +237,7 @@ fn stream_moved() {
 /// stream task drops its `SendStream`, so h2 resets the stream (`RST_STREAM(CANCEL)`) and
 /// the response body, with the upstream connection it reads from, is dropped (never pooled).
 #[derive(Debug, Clone, Copy)]
-pub struct StreamExecutor {
+pub(crate) struct StreamExecutor {
     pub stream_idle: Duration,
 }
 
@@ -283,7 +283,7 @@ async fn watch_stream<F: Future>(fut: F, idle: Duration) {
 }
 
 /// The TLS stream, reporting reads to [`Activity`] and scanning HTTP/1 request heads.
-pub struct Watched<S> {
+pub(crate) struct Watched<S> {
     pub inner: S,
     pub activity: Arc<Activity>,
     pub scan: HeadScan,

@@ -189,7 +189,7 @@ pub fn pattern_byte(i: u64) -> u8 {
 }
 
 /// Streams `/bytes/{n}` in 64 KiB frames.
-pub struct PatternStream {
+pub(crate) struct PatternStream {
     sent: u64,
     total: u64,
 }

@@ -9,12 +9,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes a PEM file; private keys get mode 0600 (created so, and set so when overwritten).
-pub fn write_pem(path: &Path, text: &str, private: bool) -> Result<(), String> {
+pub(crate) fn write_pem(path: &Path, text: &str, private: bool) -> Result<(), String> {
     write_mode(path, text.as_bytes(), if private { 0o600 } else { 0o644 })
 }
 
 /// Writes secret bytes (a PKCS#12 file) with mode 0600.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     write_mode(path, bytes, 0o600)
 }
 

@@ -11,7 +11,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-pub use rcgen::Error;
+pub(crate) use rcgen::Error;
 
 /// Key algorithms `gatehouse cert --key-type` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,7 +25,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub const NAMES: [(&'static str, Self); 5] = [
+    pub(crate) const NAMES: [(&'static str, Self); 5] = [
         ("ecdsa-p256", Self::EcdsaP256),
         ("ecdsa-p384", Self::EcdsaP384),
         ("ed25519", Self::Ed25519),
@@ -33,7 +33,7 @@ impl KeyType {
         ("rsa4096", Self::Rsa4096),
     ];
 
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::NAMES
             .iter()
             .find(|(n, _)| *n == name)

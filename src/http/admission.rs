@@ -29,7 +29,7 @@ use crate::request::normalize::{self, Normalized};
 
 /// A request that may go on to authorization.
 #[derive(Debug)]
-pub struct Admitted<'a> {
+pub(crate) struct Admitted<'a> {
     /// The effective authority, as forwarded in `host` (also set in the headers).
     pub host: HeaderValue,
     /// Length of the name (without `:port`) at the start of `host`.
@@ -42,7 +42,7 @@ pub struct Admitted<'a> {
 
 impl Admitted<'_> {
     /// The host without its port, as policies and routes see it.
-    pub fn host_name(&self) -> &str {
+    pub(crate) fn host_name(&self) -> &str {
         // `host` came from a `&str` checked by `host::parse`: always visible ASCII.
         self.host
             .to_str()
@@ -53,7 +53,7 @@ impl Admitted<'_> {
 
 /// Why the proxy answers a request before authorization.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `OPTIONS *`: `204` from the proxy.
     OptionsStar,
     /// `escaped_slashes = "redirect"`: `307` to this location (query included).
@@ -70,7 +70,7 @@ impl From<ProxyError> for Refused {
 
 /// Runs the admission steps on a request's parts (see the module doc). `server_hosts` are
 /// the hosts of the `[[server]]` the connection's TLS handshake chose.
-pub fn admit<'a>(
+pub(crate) fn admit<'a>(
     method: &Method,
     uri: &'a Uri,
     version: Version,

@@ -14,7 +14,7 @@ use crate::runtime::{Published, Runtime};
 use crate::upstream::Upstreams;
 
 /// Long-lived state shared by every connection: outlives any one config snapshot.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The current snapshot; policies and routes are read from it per request.
     pub runtime: Arc<Published>,
     pub upstreams: Upstreams,
@@ -28,7 +28,7 @@ pub struct Shared {
 }
 
 /// Per-connection state, fixed at the end of the handshake.
-pub struct Conn {
+pub(crate) struct Conn {
     pub info: ConnInfo,
     /// The snapshot the connection's TLS was negotiated with (its server's hosts bind Host).
     pub tls_runtime: Arc<Runtime>,
@@ -43,7 +43,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(info: ConnInfo, tls_runtime: Arc<Runtime>, lease: Lease) -> Self {
+    pub(crate) fn new(info: ConnInfo, tls_runtime: Arc<Runtime>, lease: Lease) -> Self {
         let xfcc = info
             .identity
             .as_ref()
@@ -60,7 +60,7 @@ impl Conn {
     }
 
     /// This connection's RFC 9440 headers (both `None` without a client certificate).
-    pub fn client_cert_headers(&self) -> &(Option<HeaderValue>, Option<HeaderValue>) {
+    pub(crate) fn client_cert_headers(&self) -> &(Option<HeaderValue>, Option<HeaderValue>) {
         self.client_cert.get_or_init(|| match &self.info.chain {
             Some(chain) => headers::client_cert_values(chain),
             None => (None, None),

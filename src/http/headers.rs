@@ -9,12 +9,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::config::{ForwardClientCert, HeadersWithUnderscores};
 use crate::identity::PeerIdentity;
 
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
-pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub(crate) static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -52,7 +52,7 @@ fn forwarded_family() -> [&'static HeaderName; 5] {
 
 /// Which client-sent headers [`sanitize`] removes besides the certificate headers.
 #[derive(Debug, Clone, Copy)]
-pub struct Sanitize {
+pub(crate) struct Sanitize {
     /// `x-forwarded-client-cert` (every mode but `append_forward` behind a verified certificate).
     pub xfcc: bool,
     /// The forwarded family (unless `trust_forwarded_headers`).
@@ -62,7 +62,7 @@ pub struct Sanitize {
 /// Removes the client-sent headers gatehouse replaces or must not pass on: RFC 9440
 /// `client-cert` / `client-cert-chain` always, XFCC and the forwarded family as `s` says.
 /// One pass over the names when there is nothing to remove (the common case).
-pub fn sanitize(headers: &mut HeaderMap, s: Sanitize) {
+pub(crate) fn sanitize(headers: &mut HeaderMap, s: Sanitize) {
     let family = forwarded_family();
     let unwanted = |k: &HeaderName| {
         *k == CLIENT_CERT
@@ -87,7 +87,7 @@ pub fn sanitize(headers: &mut HeaderMap, s: Sanitize) {
 
 /// RFC 9440 `Client-Cert` (the leaf) and, when the client sent intermediates,
 /// `Client-Cert-Chain` (an RFC 8941 list of byte sequences, in the order sent).
-pub fn client_cert_values(
+pub(crate) fn client_cert_values(
     chain: &[impl AsRef<[u8]>],
 ) -> (Option<HeaderValue>, Option<HeaderValue>) {
     use base64::Engine as _;
@@ -109,7 +109,7 @@ pub fn client_cert_values(
 
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
 /// (a WebSocket handshake being passed through), `Upgrade` and `Connection: upgrade` stay.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one pass over the names is cheaper than eight removals.
     let hop = standard_hop_by_hop();
     if !keep_upgrade && !headers.keys().any(|k| hop.contains(&k)) {
@@ -140,7 +140,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`)?
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -154,7 +154,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// whether it still asks for an upgrade; if not, `Upgrade` and `Connection` go with the other
 /// hop-by-hop headers and the request is forwarded as an ordinary one (so `h2c` never
 /// reaches the upstream: the h2c-smuggling class).
-pub fn filter_upgrade(headers: &mut HeaderMap, allowed: impl Fn(&str) -> bool) -> bool {
+pub(crate) fn filter_upgrade(headers: &mut HeaderMap, allowed: impl Fn(&str) -> bool) -> bool {
     if !is_upgrade(headers) {
         return false;
     }
@@ -186,7 +186,7 @@ pub fn filter_upgrade(headers: &mut HeaderMap, allowed: impl Fn(&str) -> bool) -
 }
 
 /// Applies `headers_with_underscores`. `Err(name)` under `reject` names the first offender.
-pub fn apply_underscores(
+pub(crate) fn apply_underscores(
     headers: &mut HeaderMap,
     mode: HeadersWithUnderscores,
 ) -> Result<(), String> {
@@ -209,7 +209,7 @@ pub fn apply_underscores(
 
 /// `x-forwarded-proto: https`, the peer appended to `x-forwarded-for`, an `x-request-id`.
 /// `peer` is the client's address as a header value, made once per connection.
-pub fn set_forwarded(
+pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
     request_id: impl FnOnce() -> HeaderValue,
@@ -230,7 +230,7 @@ pub fn set_forwarded(
 }
 
 /// The peer's address as an `x-forwarded-for` element (IPv4-mapped IPv6 shown as IPv4).
-pub fn peer_value(peer: IpAddr) -> HeaderValue {
+pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
     // An IP address in text is always a valid header value.
     HeaderValue::from_str(&peer.to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -239,7 +239,11 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
 /// Applies the XFCC mode. `element` is this hop's XFCC element when a client certificate
 /// was verified (see [`xfcc_element`]), already a header value: under the default mode it is
 /// inserted as is (a reference-count increment), never re-validated per request.
-pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Option<&HeaderValue>) {
+pub(crate) fn apply_xfcc(
+    headers: &mut HeaderMap,
+    mode: ForwardClientCert,
+    element: Option<&HeaderValue>,
+) {
     let client_sent: Vec<HeaderValue> = match mode {
         ForwardClientCert::AppendForward => headers.get_all(&XFCC).iter().cloned().collect(),
         _ => Vec::new(),
@@ -265,7 +269,7 @@ pub fn apply_xfcc(headers: &mut HeaderMap, mode: ForwardClientCert, element: Opt
 
 /// This hop's XFCC element, Envoy's format:
 /// `By=<server URI SAN>;Hash=<sha256 hex>;Subject="<DN>";URI=<uri>;DNS=<dns>`.
-pub fn xfcc_element(server_uri_sans: &[String], id: &PeerIdentity) -> String {
+pub(crate) fn xfcc_element(server_uri_sans: &[String], id: &PeerIdentity) -> String {
     let mut out = String::with_capacity(128);
     for by in server_uri_sans {
         push_pair(&mut out, "By", by, false);

@@ -26,7 +26,7 @@ pub(super) struct Pending {
 }
 
 /// The response body, counting bytes; writes the access-log line when it is done or dropped.
-pub struct LoggedBody {
+pub(crate) struct LoggedBody {
     pub(super) inner: ProxyBody,
     pub(super) bytes: u64,
     pub(super) pending: Option<Box<Pending>>,
@@ -37,7 +37,7 @@ pub struct LoggedBody {
 impl LoggedBody {
     /// Ties the request's in-flight guard to this body: the body starts streaming now, and
     /// the connection's watchdog sees it move.
-    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
+    pub(crate) fn with_guard(mut self, guard: RequestGuard) -> Self {
         guard.body_started();
         self.guard = Some(guard);
         self

@@ -3,26 +3,26 @@
 //! (normalize → authorize → route → forward), `forward` talks to upstreams, `redirect` is the
 //! plaintext listener.
 
-pub mod admission;
-pub mod connection;
+pub(crate) mod admission;
+pub(crate) mod connection;
 
-pub mod headers;
-pub mod logged;
-pub mod redirect;
-pub mod service;
-pub mod tunnel;
+pub(crate) mod headers;
+pub(crate) mod logged;
+pub(crate) mod redirect;
+pub(crate) mod service;
+pub(crate) mod tunnel;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 /// Every response body the proxy sends: an upstream's streamed body, or one it made itself.
-pub type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
 
 /// Why the proxy answered a request itself, classified by who caused it. The same value
 /// picks the status code and the access-log/metric reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The path failed normalization (malformed escape, NUL, control char, ...).
     BadPath(crate::request::normalize::BadPath),
     /// A header with an underscore under `headers_with_underscores = "reject"`.
@@ -67,7 +67,7 @@ impl From<crate::upstream::UpstreamError> for ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadPath(_)
             | Self::UnderscoreHeader(_)
@@ -86,7 +86,7 @@ impl ProxyError {
     }
 
     /// The body sent to the client. Envoy's wording where there is one.
-    pub fn body(&self) -> &'static str {
+    pub(crate) fn body(&self) -> &'static str {
         match self {
             Self::BadPath(_) => "Bad Request: invalid path\n",
             Self::UnderscoreHeader(_) => "Bad Request: header name with underscore\n",
@@ -109,7 +109,7 @@ impl ProxyError {
     }
 
     /// What happened, for `gatehouse authz` and debug logs.
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             Self::BadPath(b) => b.reason().to_owned(),
             Self::BadHost(b) => b.reason().to_owned(),
@@ -125,13 +125,13 @@ impl ProxyError {
         }
     }
 
-    pub fn response(&self) -> Response<ProxyBody> {
+    pub(crate) fn response(&self) -> Response<ProxyBody> {
         text_response(self.status(), self.body())
     }
 }
 
 /// A small `text/plain` response made by the proxy itself.
-pub fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(crate) fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
         body.as_bytes(),
     ))));

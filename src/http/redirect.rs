@@ -12,7 +12,11 @@ use http_body_util::Full;
 use crate::host;
 
 /// The `location` of the redirect, or `None` when there is no usable host.
-pub fn location(host: Option<&str>, https_port: u16, path_and_query: &str) -> Option<String> {
+pub(crate) fn location(
+    host: Option<&str>,
+    https_port: u16,
+    path_and_query: &str,
+) -> Option<String> {
     let authority = host::parse(host?).ok()?;
     let host = authority.name();
     let pq = if path_and_query.starts_with('/') {
@@ -28,7 +32,7 @@ pub fn location(host: Option<&str>, https_port: u16, path_and_query: &str) -> Op
 }
 
 /// The hyper service of the plaintext listener.
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     req: Request<B>,
     https_port: u16,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -40,7 +40,7 @@ struct Facts {
 }
 
 /// The hyper service function for the HTTPS listener.
-pub async fn handle(
+pub(crate) async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,

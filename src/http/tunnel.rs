@@ -26,13 +26,13 @@ use crate::runtime::Published;
 
 /// The tunnel's time limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub idle: Duration,
     pub drain: Duration,
 }
 
 /// Runs the tunnel between the client's and the upstream's upgraded connections.
-pub async fn run(
+pub(crate) async fn run(
     down: OnUpgrade,
     up: OnUpgrade,
     conn: Arc<Conn>,

@@ -27,7 +27,7 @@ const MAX_KEYS: usize = 4096;
 
 /// One refused handshake, as logged.
 #[derive(Debug, Clone)]
-pub struct HandshakeRecord {
+pub(crate) struct HandshakeRecord {
     /// Always `handshake`.
     pub event: &'static str,
     pub time: String,
@@ -45,7 +45,7 @@ pub struct HandshakeRecord {
 
 impl HandshakeRecord {
     /// The line for `failure` from `peer`, with the presented certificate described.
-    pub fn new(peer: IpAddr, failure: &Failure, suppressed: u64) -> Self {
+    pub(crate) fn new(peer: IpAddr, failure: &Failure, suppressed: u64) -> Self {
         let cert = failure
             .presented
             .as_ref()
@@ -93,7 +93,7 @@ struct Slot {
 }
 
 /// The refused-handshake lines of one server process.
-pub struct RefusedHandshakes {
+pub(crate) struct RefusedHandshakes {
     log: Option<AccessLog>,
     slots: Mutex<Slots>,
 }
@@ -107,7 +107,7 @@ struct Slots {
 
 impl RefusedHandshakes {
     /// Lines go to `log`; none are written without one (the access log is off).
-    pub fn new(log: Option<AccessLog>) -> Self {
+    pub(crate) fn new(log: Option<AccessLog>) -> Self {
         Self {
             log,
             slots: Mutex::new(Slots::default()),
@@ -116,7 +116,7 @@ impl RefusedHandshakes {
 
     /// Writes the line for a refused handshake from `peer`, unless one for the same address
     /// and result was written less than a second ago (then it is counted).
-    pub fn refused(&self, peer: IpAddr, failure: &Failure) {
+    pub(crate) fn refused(&self, peer: IpAddr, failure: &Failure) {
         let Some(log) = &self.log else { return };
         let Some(suppressed) = self.admit(peer, failure.outcome, Instant::now()) else {
             return;

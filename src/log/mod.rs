@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::config::LogFormat;
 
-pub mod handshake;
+pub(crate) mod handshake;
 
 /// Lines buffered between requests and the writer thread (~8 MB at 1 kB a line).
 const QUEUE_LINES: usize = 8192;
@@ -28,7 +28,7 @@ const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One request, as logged.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     /// Always `request` (a refused handshake is another event).
     pub event: &'static str,
     pub time: String,
@@ -48,7 +48,7 @@ pub struct Record {
 }
 
 /// A line of the access log: its fields in order, which both formats write.
-pub trait LogLine {
+pub(crate) trait LogLine {
     /// Calls `each` with every field, in the line's order.
     fn fields(&self, each: &mut impl FnMut(&str, Value<'_>));
 
@@ -225,7 +225,7 @@ fn json_string(value: &str, out: &mut String) {
 }
 
 /// One field's value.
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     Text(&'a str),
     Ip(IpAddr),
     Number(u64),
@@ -238,7 +238,7 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
-    pub fn opt(value: Option<&'a str>) -> Self {
+    pub(crate) fn opt(value: Option<&'a str>) -> Self {
         value.map_or(Self::Missing, Self::Text)
     }
 
@@ -256,7 +256,7 @@ impl<'a> Value<'a> {
 }
 
 /// A text value as is, or as a JSON string when it could be read as more than one value.
-pub fn write_text(value: &str, out: &mut String) {
+pub(crate) fn write_text(value: &str, out: &mut String) {
     let plain = !value.is_empty()
         && value != "-"
         && !value
@@ -284,7 +284,7 @@ pub struct Drained(Receiver<()>);
 
 impl Drained {
     /// Waits for the writer, at most `limit` (a stdout nobody reads must not hang the exit).
-    pub fn wait(self, limit: std::time::Duration) {
+    pub(crate) fn wait(self, limit: std::time::Duration) {
         let _ = self.0.recv_timeout(limit);
     }
 }
@@ -300,7 +300,7 @@ impl AccessLog {
     }
 
     /// [`AccessLog::start`] with a queue of `lines` (tests make it small).
-    pub fn with_queue(
+    pub(crate) fn with_queue(
         format: LogFormat,
         out: Box<dyn Write + Send>,
         dropped: Counter,
@@ -322,7 +322,7 @@ impl AccessLog {
         Ok((log, Drained(done)))
     }
 
-    pub fn emit(&self, line: &impl LogLine) {
+    pub(crate) fn emit(&self, line: &impl LogLine) {
         match self.tx.try_send(line.format(self.format)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -360,7 +360,7 @@ pub fn rfc3339(unix: i64) -> String {
 
 /// Now, as RFC 3339 UTC with milliseconds. The part down to the second is formatted once per
 /// second on each thread.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     thread_local! {
         static SECOND: std::cell::RefCell<(i64, String)> =
             const { std::cell::RefCell::new((i64::MIN, String::new())) };

@@ -94,7 +94,7 @@ pub enum BadPath {
 
 impl BadPath {
     /// Short text for logs and the 400 body.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::MalformedEscape => "malformed percent-escape in path",
             Self::EncodedNul => "encoded NUL (%00) in path",

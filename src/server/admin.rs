@@ -32,14 +32,14 @@ use crate::runtime::Runtime;
 use crate::server::Handle;
 
 /// A request head must arrive within this of accept or of the previous response.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response write that makes no progress for this long closes the connection.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin endpoints until aborted. It takes no part in the drain (the drain waits
 /// for connections only): it stays up while draining, so `/readyz` can say 503, and is
 /// aborted when the server returns.
-pub async fn serve(listener: TcpListener, handle: Handle, cap: usize) {
+pub(crate) async fn serve(listener: TcpListener, handle: Handle, cap: usize) {
     let limit = Arc::new(Semaphore::new(cap));
     let mut last_error = None;
     loop {

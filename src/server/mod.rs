@@ -14,7 +14,7 @@
 //! HTTP/1 close after the in-flight response, tunnels at the end of the drain) and the server
 //! waits up to `drain_timeout`.
 
-pub mod admin;
+pub(crate) mod admin;
 mod https;
 
 mod plain;
@@ -68,7 +68,7 @@ impl Listeners {
 
 /// What a running server exposes to the outside (admin, tests).
 #[derive(Clone)]
-pub struct Handle {
+pub(crate) struct Handle {
     pub runtime: Arc<Published>,
     /// False until listeners are bound and certificates loaded; false again while draining.
     pub ready: Arc<AtomicBool>,

@@ -32,7 +32,7 @@ fn err(path: &Path, message: impl Into<String>) -> CredentialError {
 
 /// The TLS material of one `[[server]]`, read and checked.
 #[derive(Debug)]
-pub struct Material {
+pub(crate) struct Material {
     /// Leaf first, with the key checked against it.
     pub certified: Arc<CertifiedKey>,
     /// Trusted client-certificate CAs; empty when none was configured.
@@ -43,7 +43,10 @@ pub struct Material {
 }
 
 /// Reads a server's credentials and checks that they fit together.
-pub fn load(creds: &Credentials, provider: &CryptoProvider) -> Result<Material, CredentialError> {
+pub(crate) fn load(
+    creds: &Credentials,
+    provider: &CryptoProvider,
+) -> Result<Material, CredentialError> {
     let (cert, key, ca, crls) = match creds {
         Credentials::Files {
             cert,
@@ -101,7 +104,7 @@ pub fn load(creds: &Credentials, provider: &CryptoProvider) -> Result<Material, 
 type Resolved = (PathBuf, PathBuf, Option<PathBuf>, Vec<PathBuf>);
 
 /// Every file name a `credential_dir` is read for (in [`resolve_dir`]'s order of preference).
-pub const CREDENTIAL_DIR_NAMES: [&str; 8] = [
+pub(crate) const CREDENTIAL_DIR_NAMES: [&str; 8] = [
     "cert", "tls.crt", "key", "tls.key", "cacert", "ca.crt", "crl", "ca.crl",
 ];
 
@@ -129,7 +132,7 @@ fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
 }
 
 /// A PEM file of certificates, in file order.
-pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
     let bytes = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -204,7 +207,7 @@ impl CertSummary {
     }
 
     /// Whole days until `not_after` (negative once expired).
-    pub fn days_left(&self, now_unix: i64) -> i64 {
+    pub(crate) fn days_left(&self, now_unix: i64) -> i64 {
         (self.not_after - now_unix).div_euclid(86_400)
     }
 }

@@ -4,6 +4,6 @@
 //! itself runs in [`crate::conn::handshake`].
 
 pub mod credentials;
-pub mod verifier;
+pub(crate) mod verifier;
 
-pub use verifier::HandshakeOutcome;
+pub(crate) use verifier::HandshakeOutcome;

@@ -23,7 +23,7 @@ use crate::identity;
 
 /// How a handshake ended: the `result` label of `gatehouse_tls_handshakes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeOutcome {
+pub(crate) enum HandshakeOutcome {
     Ok,
     NoClientCert,
     UntrustedClientCert,
@@ -38,21 +38,7 @@ pub enum HandshakeOutcome {
 }
 
 impl HandshakeOutcome {
-    pub const ALL: [Self; 11] = [
-        Self::Ok,
-        Self::NoClientCert,
-        Self::UntrustedClientCert,
-        Self::ExpiredClientCert,
-        Self::RevokedClientCert,
-        Self::InvalidClientCert,
-        Self::SanNotAllowed,
-        Self::PinNotAllowed,
-        Self::UnknownSni,
-        Self::Timeout,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::NoClientCert => "no_client_cert",
@@ -72,7 +58,7 @@ impl HandshakeOutcome {
 /// Why our own checks (after webpki) refused a certificate. Carried inside
 /// `CertificateError::Other` and recovered by [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyRejection {
+pub(crate) enum PolicyRejection {
     SanNotAllowed,
     PinNotAllowed,
 }
@@ -89,7 +75,7 @@ impl fmt::Display for PolicyRejection {
 impl std::error::Error for PolicyRejection {}
 
 /// Maps a handshake error to its metric label.
-pub fn classify(err: &Error) -> HandshakeOutcome {
+pub(crate) fn classify(err: &Error) -> HandshakeOutcome {
     match err {
         Error::NoCertificatesPresented => HandshakeOutcome::NoClientCert,
         Error::InvalidCertificate(cert_err) => match cert_err {
@@ -113,7 +99,7 @@ pub fn classify(err: &Error) -> HandshakeOutcome {
 }
 
 /// Pulls the rustls error out of the `io::Error` tokio-rustls returns.
-pub fn classify_io(err: &std::io::Error) -> HandshakeOutcome {
+pub(crate) fn classify_io(err: &std::io::Error) -> HandshakeOutcome {
     match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(tls) => classify(tls),
         None if err.kind() == std::io::ErrorKind::TimedOut => HandshakeOutcome::Timeout,
@@ -129,14 +115,14 @@ thread_local! {
 }
 
 /// The leaf certificate this thread's verifier refused last, if any; forgets it.
-pub fn take_refused() -> Option<CertificateDer<'static>> {
+pub(crate) fn take_refused() -> Option<CertificateDer<'static>> {
     REFUSED.take()
 }
 
 /// Runs a server's client-certificate checks, at `now`, on a chain (leaf first) outside a
 /// handshake: a resumed TLS session (rustls does not verify again), an open connection after
 /// a reload changed the CAs, CRLs, allow-list or pins, or `gatehouse verify`.
-pub fn check(
+pub(crate) fn check(
     verifier: &dyn ClientCertVerifier,
     chain: &[CertificateDer<'_>],
     now: UnixTime,
@@ -154,7 +140,7 @@ pub fn check(
 }
 
 /// [`check`], with the failure as its handshake result.
-pub fn recheck(
+pub(crate) fn recheck(
     verifier: &dyn ClientCertVerifier,
     chain: &[CertificateDer<'_>],
     now: UnixTime,
@@ -163,7 +149,7 @@ pub fn recheck(
 }
 
 /// Builds the client verifier of one server, or `None` for `client_auth = "none"`.
-pub fn build(
+pub(crate) fn build(
     server: &ServerConfig,
     client_ca: &[CertificateDer<'static>],
     crls: Vec<CertificateRevocationListDer<'static>>,
@@ -214,7 +200,7 @@ fn rejected(why: PolicyRejection) -> Error {
 }
 
 /// Does any SAN of the leaf equal one of `allowed`? DNS names compare case-insensitively.
-pub fn san_allowed(id: &identity::PeerIdentity, allowed: &[String]) -> bool {
+pub(crate) fn san_allowed(id: &identity::PeerIdentity, allowed: &[String]) -> bool {
     allowed.iter().any(|a| {
         id.dns_sans.iter().any(|d| d.eq_ignore_ascii_case(a))
             || id

@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 /// How a request body ended, as far as the client is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyOutcome {
+pub(crate) enum BodyOutcome {
     /// Still streaming (or never read).
     Open,
     /// Read to its end.
@@ -30,10 +30,10 @@ pub enum BodyOutcome {
 
 /// Shared between the body (in the upstream connection's task) and the request's service.
 #[derive(Debug, Default)]
-pub struct BodyState(AtomicU8);
+pub(crate) struct BodyState(AtomicU8);
 
 impl BodyState {
-    pub fn outcome(&self) -> BodyOutcome {
+    pub(crate) fn outcome(&self) -> BodyOutcome {
         match self.0.load(Ordering::Acquire) {
             1 => BodyOutcome::Complete,
             2 => BodyOutcome::Malformed,
@@ -65,7 +65,7 @@ impl std::fmt::Display for ClientStalled {
 
 impl std::error::Error for ClientStalled {}
 
-pub struct ClientBody {
+pub(crate) struct ClientBody {
     inner: Incoming,
     state: Arc<BodyState>,
     idle: Duration,
@@ -75,7 +75,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, idle: Duration) -> (Self, Arc<BodyState>) {
+    pub(crate) fn new(inner: Incoming, idle: Duration) -> (Self, Arc<BodyState>) {
         let state = Arc::new(BodyState::default());
         let body = Self {
             inner,

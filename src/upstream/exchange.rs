@@ -67,7 +67,7 @@ impl Pool {
     /// back to the pool when the returned body has been read to its end, unless the upstream
     /// said `connection: close`; its `keep-alive: timeout=` bounds its reuse. A retry (see
     /// [`Pool::exchange`]) is counted in `retries`.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         timeout: Duration,
         target: String,
@@ -213,7 +213,7 @@ fn keep_alive(headers: &http::HeaderMap) -> KeepAlive {
 /// An upstream response body; its connection goes back to the pool once the body has been
 /// read to its end. A body dropped before its end takes the connection with it (hyper
 /// closes it); a `101 Switching Protocols` hands it to the tunnel ([`UpstreamBody::upgraded`]).
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     pub(super) inner: Incoming,
     pub(super) release: Release,
 }
@@ -239,7 +239,7 @@ impl UpstreamBody {
     }
 
     /// After a `101`: the connection's pool slot, which the tunnel holds until it closes.
-    pub fn upgraded(mut self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn upgraded(mut self) -> Option<OwnedSemaphorePermit> {
         match std::mem::replace(&mut self.release, Release::Gone) {
             Release::Upgrade(conn) => Some(conn.into_slot()),
             _ => None,

@@ -32,14 +32,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 
-pub use self::client_body::{BodyOutcome, BodyState, ClientBody};
-pub use self::exchange::UpstreamBody;
-pub use self::pool::{Conn, Pool};
+pub(crate) use self::client_body::{BodyOutcome, BodyState, ClientBody};
+pub(crate) use self::exchange::UpstreamBody;
+pub(crate) use self::pool::Pool;
 use crate::config::Upstream;
 
 /// Why an exchange with an upstream failed, classified by the status the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Refused or unreachable (503).
     Unavailable(String),
     /// No connection and response head within the route timeout (504).
@@ -52,20 +52,20 @@ pub enum UpstreamError {
 
 /// A request body sent upstream: the client's, or none (a request without a body, or one
 /// the proxy makes itself).
-pub type RequestBody = Either<ClientBody, Empty<Bytes>>;
+pub(crate) type RequestBody = Either<ClientBody, Empty<Bytes>>;
 
 /// The pools of every upstream seen so far, shared by all snapshots.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     pools: Mutex<HashMap<Upstream, Arc<Pool>>>,
     /// `upstream_max_connections`: fixed at startup.
     max_per_upstream: usize,
 }
 
 /// A snapshot's handle on the pool of one of its routes, resolved on the route's first request.
-pub type PoolSlot = OnceLock<Arc<Pool>>;
+pub(crate) type PoolSlot = OnceLock<Arc<Pool>>;
 
 impl Upstreams {
-    pub fn new(max_per_upstream: usize) -> Self {
+    pub(crate) fn new(max_per_upstream: usize) -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
             max_per_upstream,
@@ -74,7 +74,7 @@ impl Upstreams {
 
     /// The pool for `upstream`; `slot` caches it, so the registry is locked once per route
     /// and snapshot, not per request.
-    pub fn pool<'a>(&self, slot: &'a PoolSlot, upstream: &Upstream) -> &'a Arc<Pool> {
+    pub(crate) fn pool<'a>(&self, slot: &'a PoolSlot, upstream: &Upstream) -> &'a Arc<Pool> {
         slot.get_or_init(|| {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools

@@ -23,7 +23,7 @@ const POOL_SWEEP: Duration = Duration::from_secs(15);
 /// The connections to one upstream: the idle ones, most recently used last, and the
 /// requests waiting for one.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     pub(super) upstream: Upstream,
     /// One permit per connection, busy or idle.
     pub(super) slots: Arc<Semaphore>,
@@ -40,7 +40,7 @@ struct PoolState {
 
 /// One upstream connection and the pool slot it occupies.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub(super) sender: SendRequest<RequestBody>,
     pub(super) slot: OwnedSemaphorePermit,
     /// Response bytes read on this connection so far (did a failed exchange get any?).
@@ -58,7 +58,7 @@ impl Conn {
 impl Conn {
     /// The pool slot, for a connection that leaves the pool for good (an upgraded tunnel
     /// keeps counting against `upstream_max_connections` until it closes).
-    pub fn into_slot(self) -> OwnedSemaphorePermit {
+    pub(crate) fn into_slot(self) -> OwnedSemaphorePermit {
         self.slot
     }
 }
@@ -164,8 +164,9 @@ impl Pool {
         });
     }
 
-    /// How many idle connections are pooled (for tests and diagnostics).
-    pub fn idle_count(&self) -> usize {
+    /// How many idle connections are pooled.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
         self.state().idle.len()
     }
 }
