@@ -1,47 +1,72 @@
 //! gatehouse: a standalone mTLS ingress proxy.
 //!
-//! # The life of a request
+//! # The life of a request, one module per stage
 //!
-//! 1. [`server`] accepts a TCP connection (after taking a `max_connections` permit, within
-//!    the caps [`limits`] fits into the open-file limit, and `max_connections_per_ip`).
-//! 2. [`tls`] reads the ClientHello, picks the `[[server]]` by SNI ([`tls::sni`]) and finishes
-//!    the handshake; [`tls::verifier`] checks the client certificate (chain, validity, CRL,
-//!    `allowed_sans`, pins) and classifies failures (a resumed session is checked again);
-//!    a refused handshake writes a rate-limited line ([`http::handshake_log`]), and
-//!    [`verify`] runs the same checks on a certificate file.
-//! 3. [`identity`] extracts the client's principals, SANs, CN and hashes once per connection.
-//! 4. hyper serves HTTP/1.1 or HTTP/2, as ALPN chose, under the [`watchdog`] (head, idle and
-//!    stream-idle timeouts); the connection's client is checked again after each reload and
-//!    at its certificate's expiry. Each request goes
-//!    through [`http::service`]: [`http::admission`] (host rules and SNI binding 400/421,
-//!    underscores, header sanitizing, [`http::normalize`] 400/307) → [`authz::evaluate`]
-//!    (403) → [`routing::select`] (404) → [`http::headers`] for this hop → [`http::forward`]
-//!    to a pooled HTTP/1.1 upstream (502/503/504; a stalled or malformed client body
-//!    408/400) → access log. An upgrade becomes an [`http::tunnel`].
+//! 1. [`server`] accepts a TCP connection on the HTTPS listener, within the caps
+//!    [`conn::limits`] fits into the open-file limit (`max_connections`,
+//!    `max_connections_per_ip`).
+//! 2. [`conn`] turns the socket into a verified TLS connection: a [`conn::proxy_protocol`]
+//!    header when configured, then [`conn::handshake`], which picks the `[[server]]` by SNI
+//!    ([`host::select`]) and runs its client-certificate verifier ([`tls::verifier`]: chain,
+//!    validity, CRL, `allowed_sans`, pins). [`identity`] reads the client's principals, SANs
+//!    and hashes once. A refused handshake writes a rate-limited line ([`log::handshake`]).
+//! 3. hyper serves HTTP/1.1 or HTTP/2 under the [`conn::watchdog`] (head, idle and
+//!    stream-idle timeouts; [`conn::head_scan`] watches HTTP/1 heads on the wire). The
+//!    connection's client is checked again after each reload and at its certificate's
+//!    expiry ([`runtime::Published::until_refused`]).
+//! 4. [`http::service`] runs each request through its phases: [`http::admission`] (the Host
+//!    rules of [`host`], SNI binding, underscores, header sanitizing, [`request::normalize`])
+//!    → [`authz::evaluate`] over a [`request::RequestView`] → [`routing::select`] →
+//!    [`http::headers`] for this hop → [`upstream`], the pooled HTTP/1.1 client → the
+//!    response body, counted and logged by [`http::logged`] into the access log ([`log`]).
+//!    An upgrade becomes an [`http::tunnel`].
 //!
-//! Configuration is read by [`config`] (raw TOML → validated types) and turned into a
-//! [`runtime::Runtime`] (TLS configs, compiled policies and routes) by one loader shared by
-//! `run`, `check` and `authz`, and published whole on reload ([`runtime::Published`]). The
-//! plaintext listener ([`http::redirect`]) answers 301 to
-//! https; [`admin`] serves health and certificate endpoints. [`dev`] holds the dev PKI and
-//! the echo upstream used by tests and demos; [`bench`] is the mTLS load generator.
+//! # Around the request
+//!
+//! - [`config`] reads the TOML (raw serde types, then validation with field paths);
+//!   [`runtime`] builds everything a snapshot needs (TLS configs, compiled policies, routes)
+//!   with one loader shared by `run`, `check`, `authz`, `verify` and [`reload`], which
+//!   publishes new snapshots whole.
+//! - [`tls::credentials`] reads keys, chains, CAs and CRLs; [`metrics`] holds the Prometheus
+//!   families; [`server::admin`] serves `/metrics`, health and `/certs`; the plaintext
+//!   listener answers with [`http::redirect`].
+//! - [`commands`] is each CLI command ([`cli`] parses them); [`bench`] is the mTLS load
+//!   generator; [`dev`] holds the dev PKI and the echo upstream used by demos and tests.
+//!
+//! Dependencies point one way, from the bottom up: `identity`, `host`, `request` →
+//! `authz` → `config` → `metrics`, `tls`, `upstream` → `runtime` → `routing`, `conn`,
+//! `log` → `http` → `server`, `reload` → `commands`. `tests/structure.rs` checks that no
+//! module imports one that imports it back.
+
+// The map above is for contributors: it names crate-private stages too (build the docs with
+// `cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
+// The request's stages, bottom up.
+pub mod host;
+pub mod identity;
+pub mod request;
 
 pub mod authz;
+pub mod config;
+
+pub mod metrics;
+pub mod tls;
+pub mod upstream;
+
+pub mod runtime;
+
+pub mod conn;
+pub mod log;
+pub mod routing;
+
+pub mod http;
+
+pub mod reload;
+pub mod server;
+
+// The command line and the tools around the proxy.
 pub mod bench;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod conn;
 pub mod dev;
-pub mod host;
-pub mod http;
-pub mod identity;
-pub mod log;
-pub mod metrics;
-pub mod reload;
-pub mod request;
-pub mod routing;
-pub mod runtime;
-pub mod server;
-pub mod tls;
-pub mod upstream;

@@ -93,10 +93,16 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::builder().parse(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// `RUST_LOG` wins over `log.level` (already parsed by the loader), as in every tokio service.
+fn init_tracing(level: &[tracing_subscriber::filter::Directive], format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        level
+            .iter()
+            .cloned()
+            .fold(tracing_subscriber::EnvFilter::new(""), |f, d| {
+                f.add_directive(d)
+            })
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -195,7 +201,10 @@ pub(crate) fn summary(rt: &Runtime) -> String {
 
 /// `gatehouse echo --listen ADDR`.
 pub fn echo(args: &EchoArgs) -> ExitCode {
-    init_tracing("info", LogFormat::Text);
+    init_tracing(
+        &[tracing_subscriber::filter::LevelFilter::INFO.into()],
+        LogFormat::Text,
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

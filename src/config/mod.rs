@@ -211,7 +211,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
-    pub level: String,
+    /// `log.level`, parsed once here: each comma-separated directive of the filter.
+    pub level: Vec<tracing_subscriber::filter::Directive>,
     pub format: LogFormat,
     pub access_log: bool,
 }

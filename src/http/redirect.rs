@@ -1,6 +1,6 @@
 //! The plaintext listener: every request gets `301` to the same path on https
 //! (`https://<host without port>[:<port unless 443>]<path and query>`); no Host, more than
-//! one, or one that breaks the Host rules ([`super::host`]) → `400`, never a redirect elsewhere.
+//! one, or one that breaks the Host rules ([`crate::host`]) → `400`, never a redirect elsewhere.
 
 use std::convert::Infallible;
 

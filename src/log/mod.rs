@@ -1,5 +1,5 @@
 //! The access log: one line per request (and per refused handshake, see
-//! [`super::handshake_log`]), on stdout, text or JSON (SPEC "Access log").
+//! [`handshake`]), on stdout, text or JSON (SPEC "Access log").
 //! Lines are formatted on the request's task and written by one writer thread, so a slow
 //! stdout never blocks a request and no lock is taken on the request path. The writer writes
 //! in batches, [`BATCH_PAUSE`] apart: while it pauses, queueing a line is a plain push with

@@ -166,15 +166,18 @@ fn validate_log(raw: RawLog, errs: &mut Errors) -> LogSettings {
         access_log,
     } = raw;
     let level = level.unwrap_or_else(|| "info".to_owned());
-    if tracing_subscriber::EnvFilter::builder()
-        .parse(&level)
-        .is_err()
-    {
+    let directives: Result<Vec<_>, _> = level
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| d.trim().parse::<tracing_subscriber::filter::Directive>())
+        .collect();
+    let level = directives.unwrap_or_else(|_| {
         errs.push(
             "log.level",
             format!("{level:?}: expected error, warn, info, debug, trace or a RUST_LOG filter"),
         );
-    }
+        Vec::new()
+    });
     let format = choice(
         format,
         "log.format",
