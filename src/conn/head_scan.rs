@@ -54,7 +54,7 @@ enum Field {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct HeadScan {
+pub struct HeadScan {
     state: State,
     /// Heads completed so far (the index of the head being read).
     heads: u64,
@@ -102,13 +102,12 @@ impl Default for HeadScan {
 impl HeadScan {
     /// The index of the first request head to refuse (0 = the connection's first request),
     /// or `None` while every head seen can be framed unambiguously.
-    pub(crate) fn refuse_from(&self) -> Option<u64> {
+    pub fn refuse_from(&self) -> Option<u64> {
         (self.refuse_from != u64::MAX).then_some(self.refuse_from)
     }
 
     /// Heads fully read so far.
-    #[cfg(test)]
-    pub(crate) fn heads(&self) -> u64 {
+    pub fn heads(&self) -> u64 {
         self.heads
     }
 
@@ -118,7 +117,7 @@ impl HeadScan {
     }
 
     /// Feeds bytes read from the connection, in order.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match self.state {
                 State::Lost => return,

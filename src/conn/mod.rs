@@ -5,7 +5,7 @@
 //! head, idle and stream-idle timeouts, with [`head_scan`] watching request heads on the wire.
 
 pub(crate) mod handshake;
-pub(crate) mod head_scan;
+pub mod head_scan;
 pub mod limits;
-pub(crate) mod proxy_protocol;
+pub mod proxy_protocol;
 pub(crate) mod watchdog;

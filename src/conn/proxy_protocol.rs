@@ -20,7 +20,7 @@ const V1_MAX: usize = 107;
 
 /// What a complete header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Header {
+pub struct Header {
     /// Its length in bytes.
     pub len: usize,
     /// The client, for a proxied TCP connection; `None` for a v2 `LOCAL` connection (the load
@@ -30,7 +30,7 @@ pub(crate) struct Header {
 
 /// The result of looking at the first bytes of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Parsed {
+pub enum Parsed {
     Complete(Header),
     /// Every byte so far belongs to a header that is not finished yet.
     Incomplete,
@@ -38,7 +38,7 @@ pub(crate) enum Parsed {
 }
 
 /// Parses the header at the start of `bytes` (bytes after it are ignored).
-pub(crate) fn parse(bytes: &[u8]) -> Parsed {
+pub fn parse(bytes: &[u8]) -> Parsed {
     // A v1 line is judged once it has ended: `ppp` takes some unfinished lines (one cut
     // inside the last port, say) for invalid ones.
     if bytes.starts_with(b"PROXY") || b"PROXY".starts_with(bytes) {
