@@ -2,7 +2,7 @@
 //! What does path normalization cost per request, for clean paths (the common case, which
 //! must not allocate) and for hostile ones?
 //!
-//! `http::normalize::normalize` runs on every request before authorization. Two groups:
+//! `request::normalize::normalize` runs on every request before authorization. Two groups:
 //!
 //! - `default/<input>`: the default settings (`path_normalization = "merge_slashes"`,
 //!   `escaped_slashes = "redirect"`) on every input below;

@@ -2,7 +2,7 @@
 //! "Routing and forwarding"): the normalized path and the untouched query, under each
 //! `escaped_slashes` (keep, reject, decode, redirect) and `path_normalization` (none, base)
 //! setting, with authorization seeing the same path. The unit table in
-//! `src/http/normalize.rs` covers the function itself; this is through the whole proxy, over
+//! `src/request/normalize.rs` covers the function itself; this is through the whole proxy, over
 //! raw TLS.
 
 mod common;

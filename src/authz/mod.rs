@@ -25,7 +25,7 @@
 //!   further down the file is a config error.
 //!
 //! Not here: extracting the identity (`identity.rs`), normalizing the path
-//! (`http/normalize.rs`), turning a deny into a 403 or a metric (`http/service.rs`).
+//! (`request/normalize.rs`), turning a deny into a 403 or a metric (`http/service.rs`).
 
 mod compile;
 mod pattern;

@@ -1,6 +1,6 @@
 //! Configuration: the TOML file of SPEC §2, checked once.
 //!
-//! `raw.rs` mirrors the file; `validate.rs` turns it into [`Config`], whose fields hold only
+//! `raw.rs` mirrors the file; `validate/` turns it into [`Config`], whose fields hold only
 //! checked types (socket addresses, durations, compiled patterns, absolute paths, enums).
 //! [`parse`] works on a string (tests need no files); [`load`] reads the file. Certificates
 //! and keys are not read here: [`crate::runtime::Runtime::load`] does that on top.

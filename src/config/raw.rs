@@ -1,5 +1,5 @@
 //! The serde mirror of the TOML file: one struct per table, `deny_unknown_fields`
-//! everywhere, strings and `Option`s only. No logic lives here; `validate.rs` turns a
+//! everywhere, strings and `Option`s only. No logic lives here; `validate/` turns a
 //! `RawConfig` into a checked [`crate::config::Config`].
 
 use serde::Deserialize;

@@ -1,5 +1,7 @@
 //! TLS termination: read the ClientHello, choose the `[[server]]` by SNI, finish the handshake
-//! with that server's rustls config, all under one deadline (`handshake_timeout`).
+//! with that server's rustls config, all under one deadline (`handshake_timeout`); then check
+//! a resumed session's certificate again (rustls does not) and read the client's identity
+//! once, into the connection's [`ConnInfo`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Developer tools off the request path: the dev PKI (`gatehouse cert`), the echo upstream
-//! (`gatehouse echo`) and the quickstart (`gatehouse demo`).
+//! Developer tools off the request path: the dev PKI behind `gatehouse cert` and
+//! `gatehouse demo` (and the test PKI), and the echo upstream of `gatehouse echo`.
 
 pub mod echo;
 pub mod pki;

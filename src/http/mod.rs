@@ -1,7 +1,10 @@
-//! The HTTP side of the proxy. `view` holds the facts decisions look at, `normalize` and
-//! `headers` are pure rewrites, `service` runs one request through its phases
-//! (normalize → authorize → route → forward), `forward` talks to upstreams, `redirect` is the
-//! plaintext listener.
+//! The request service. [`service`] runs one request through its phases: [`admission`]
+//! (Host rules, SNI binding, header sanitizing, path normalization) → authorization →
+//! routing → [`headers`] for this hop → the upstream exchange → [`logged`], the response body
+//! that writes the access-log line when it ends. [`connection`] holds what the service
+//! shares: the proxy-wide state and one connection's facts. An upgrade continues as a
+//! [`tunnel`]; [`redirect`] is the answer of the plaintext listener (`server::plain`).
+//! [`ProxyError`] classifies every answer the proxy makes itself.
 
 pub(crate) mod admission;
 pub(crate) mod connection;

@@ -1,7 +1,7 @@
 //! The request as the decisions see it: [`ConnInfo`], fixed for a connection, and
 //! [`RequestView`], borrowed per request, plus [`normalize`], the path pipeline they
-//! run on. Plain data and pure functions, no I/O: the bottom layer that `authz`, `routing`
-//! and `config` build on.
+//! run on. Plain data and pure functions, no I/O: the bottom layer that `authz`, `config`
+//! and `http` build on. `ConnInfo` is made once per connection by `conn::handshake`.
 
 pub mod normalize;
 

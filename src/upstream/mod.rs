@@ -1,7 +1,7 @@
 //! The upstream side: HTTP/1.1 keep-alive connections (hyper's `client::conn::http1`), pooled
 //! per upstream. The pools outlive config snapshots, so a reload never drops pooled
 //! connections. Upstreams are `http://host:port` or `unix:/path`; failures are classified
-//! into 502 / 503 / 504.
+//! ([`UpstreamError`]) into 502 / 503 / 504, and a target that is not origin-form into 400.
 //!
 //! The pool is ours rather than hyper-util's legacy client because the proxy's needs are
 //! narrow: one upstream per pool (no URI keying), a connection goes back when its response
@@ -15,9 +15,10 @@
 //! timeout bounds the wait (then 504).
 
 //!
-//! [`pool`] holds the connections and runs an exchange; [`UpstreamBody`] hands a connection
-//! back when its response body ends; [`ClientBody`] is the client's request body on its way
-//! up, and blames the client for a stalled or malformed one.
+//! [`pool`] holds the connections; [`exchange`] connects, sends and retries
+//! ([`Pool::send`]), and its [`UpstreamBody`] hands a connection back when the response body
+//! ends; [`stream`] is the socket; [`ClientBody`] is the client's request body on its way up,
+//! and blames the client for a stalled or malformed one.
 
 mod client_body;
 mod exchange;

@@ -1,7 +1,7 @@
 //! The connections to one upstream: at most `upstream_max_connections`, busy and idle
 //! together, each owning a slot of the pool's semaphore; a request takes an idle one, opens
-//! one on a free slot, or waits in turn. [`Pool::send`] runs one exchange under the route
-//! timeout and retries a stale pooled connection once.
+//! one on a free slot, or waits in turn. The exchange itself (`Pool::send`) is in
+//! `exchange.rs`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
