@@ -217,6 +217,7 @@ pub(crate) fn select<'s, S>(
 
 /// `host:port` → `host`, `[v6]:port` → `[v6]`; a bare IPv6 address is left alone. For a
 /// Host header or `:authority` (and the `to.hosts` patterns of a policy: the port is ignored).
+#[inline]
 pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);

@@ -395,7 +395,7 @@ async fn a_refused_handshake_is_logged_once_per_second_per_address_and_result() 
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     let not_after = expired.not_after.unix_timestamp();
-    let want = gatehouse::log::rfc3339(not_after);
+    let want = gatehouse::access_log::rfc3339(not_after);
     assert_eq!(first["event"], "handshake");
     assert_eq!(first["peer"], "127.0.0.1");
     assert_eq!(first["sni"], "test.com");

@@ -1,6 +1,8 @@
 //! The shape of `src/`, checked on every test run (the structure rules of the project):
 //! - no import cycle between modules, at any depth: a module's `crate::` and `super::` paths
 //!   (in `use` lines and in code) point only to modules that do not point back;
+//! - the top-level modules keep to their layers ([`LAYERS`], the order `src/lib.rs` gives):
+//!   a module uses modules of its own layer or below, never above;
 //! - no file under `src/` over 500 lines;
 //! - no function over 80 lines outside tests.
 //!
@@ -10,6 +12,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The top-level modules, bottom up (the map in `src/lib.rs` and `docs/architecture.md`).
+const LAYERS: &[&[&str]] = &[
+    &["host", "identity", "request"],
+    &["authz"],
+    &["config"],
+    &["metrics", "tls", "upstream"],
+    &["runtime"],
+    &["conn", "routing"],
+    &["access_log"],
+    &["http"],
+    &["server", "reload"],
+    &["dev"],
+    &["cli"],
+    &["bench"],
+    &["commands"],
+];
 
 const MAX_FILE_LINES: usize = 500;
 const MAX_FN_LINES: usize = 80;
@@ -275,6 +294,31 @@ fn no_import_cycle_between_modules() {
         "import cycles:\n{}",
         report.join("\n---\n")
     );
+}
+
+#[test]
+fn top_level_modules_use_only_their_own_layer_and_below() {
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let graph = dependency_graph();
+    let mut wrong = Vec::new();
+    for (from, targets) in &graph {
+        let Some(top) = from.first() else { continue };
+        let Some(mine) = layer(top) else {
+            wrong.push(format!(
+                "{top}: not in LAYERS (place it in tests/structure.rs and lib.rs)"
+            ));
+            continue;
+        };
+        for t in targets {
+            let Some(target) = t.first() else { continue };
+            if layer(target).is_some_and(|theirs| theirs > mine) {
+                wrong.push(format!("{} uses {} (a layer above)", name(from), name(t)));
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(wrong.is_empty(), "layering:\n{}", wrong.join("\n"));
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::access_log::AccessLog;
 use crate::dev::pki::{Ca, KeyType, LeafSpec};
-use crate::log::AccessLog;
 use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};
 

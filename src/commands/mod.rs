@@ -10,9 +10,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::access_log::AccessLog;
 use crate::cli::{ConfigArg, EchoArgs};
 use crate::config::LogFormat;
-use crate::log::AccessLog;
 use crate::request::normalize;
 use crate::runtime::{Published, Runtime};
 use crate::server::{self, Listeners};

@@ -13,11 +13,11 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 
 use super::fail;
+use crate::access_log::rfc3339;
 use crate::cli::VerifyArgs;
 use crate::config::ClientAuth;
 use crate::host;
 use crate::identity;
-use crate::log::rfc3339;
 use crate::runtime::{CertKind, Runtime, Server};
 use crate::tls::credentials::{self, CertSummary};
 use crate::tls::{HandshakeOutcome, verifier};

@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 use http::HeaderValue;
 
 use super::headers;
+use crate::access_log::AccessLog;
 use crate::conn::limits::Lease;
-use crate::log::AccessLog;
 use crate::metrics::{Metrics, Name, RouteSeries};
 use crate::request::ConnInfo;
 use crate::runtime::{Published, Runtime};
@@ -20,7 +20,7 @@ pub(crate) struct Shared {
     pub upstreams: Upstreams,
     pub access_log: Option<AccessLog>,
     /// The refused-handshake lines (in the access log, rate-limited).
-    pub refused: crate::log::handshake::RefusedHandshakes,
+    pub refused: crate::access_log::handshake::RefusedHandshakes,
     pub metrics: Arc<Metrics>,
     /// The `route` label of requests that matched no route, and its series.
     pub unrouted: Name,

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::ProxyBody;
 use super::connection::Shared;
+use crate::access_log::Record;
 use crate::conn::watchdog::RequestGuard;
-use crate::log::Record;
 use crate::metrics::RouteSeries;
 
 /// What is recorded when the response body is done: metrics, and the access-log line.

@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
+use crate::access_log::handshake::RefusedHandshakes;
 use crate::config::Listen;
 use crate::conn::limits::{self, PerIp};
 use crate::http::connection::Shared;
-use crate::log::AccessLog;
-use crate::log::handshake::RefusedHandshakes;
 use crate::metrics::Metrics;
 use crate::runtime::Published;
 use crate::upstream::Upstreams;

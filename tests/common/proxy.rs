@@ -71,7 +71,7 @@ impl Proxy {
     ) -> Result<Self, String> {
         let metrics = gatehouse::metrics::Metrics::new();
         let log = log.map(|(format, buf)| {
-            gatehouse::log::AccessLog::start(
+            gatehouse::access_log::AccessLog::start(
                 format,
                 Box::new(buf),
                 metrics.access_log_dropped.clone(),
