@@ -191,9 +191,20 @@ impl Refused {
     }
 }
 
-/// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls).
-pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// The crypto provider for every TLS config we build (aws-lc-rs: the fastest in rustls),
+/// offering the key-exchange `groups` in that order.
+pub(crate) fn crypto_provider(groups: &[rustls::NamedGroup]) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups
+        .iter()
+        .filter_map(|name| {
+            rustls::crypto::aws_lc_rs::ALL_KX_GROUPS
+                .iter()
+                .find(|g| g.name() == *name)
+                .copied()
+        })
+        .collect();
+    Arc::new(provider)
 }
 
 impl Runtime {
@@ -243,7 +254,7 @@ impl Runtime {
 
     /// Builds TLS state for an already-validated config.
     pub(crate) fn build(config: Config, source: &Path) -> Result<Self, LoadError> {
-        let provider = crypto_provider();
+        let provider = crypto_provider(&config.tls.key_exchange);
         let mut servers = Vec::with_capacity(config.servers.len());
         for (index, sc) in config.servers.iter().enumerate() {
             servers.push(build_server(index, sc, &config, &provider)?);

@@ -23,6 +23,7 @@ fn check_prints_the_summary_for_the_reference_config() {
         "0.0.0.0:8443",
         "0.0.0.0:8080",
         "127.0.0.1:9901",
+        "key exchange: X25519MLKEM768, X25519, secp256r1, secp384r1",
         "servers",
         "test.com",
         "*.mtls.example.com",

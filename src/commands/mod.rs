@@ -149,6 +149,13 @@ pub(crate) fn summary(rt: &Runtime) -> String {
     if let Some(a) = c.listen.admin {
         let _ = writeln!(out, "  admin  {a}");
     }
+    let groups: Vec<&str> = c
+        .tls
+        .key_exchange
+        .iter()
+        .map(|g| g.as_str().unwrap_or("unknown"))
+        .collect();
+    let _ = writeln!(out, "key exchange: {}", groups.join(", "));
     let _ = writeln!(out, "servers:");
     for (i, s) in rt.servers.iter().enumerate() {
         let auth = match s.config.client_auth {

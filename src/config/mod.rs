@@ -54,15 +54,25 @@ pub(crate) enum TlsVersion {
 }
 
 /// `[tls]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub(crate) min: TlsVersion,
     pub(crate) max: TlsVersion,
     /// Resumable sessions kept per `[[server]]` (stateful, forgotten on reload); 0 = none.
     pub session_cache_size: usize,
+    /// `key_exchange`: the groups offered, in order of preference.
+    pub key_exchange: Vec<rustls::NamedGroup>,
 }
 
 impl TlsSettings {
+    /// The default `key_exchange`: the hybrid post-quantum group first, then the classical ones.
+    pub(crate) const DEFAULT_KEY_EXCHANGE: [rustls::NamedGroup; 4] = [
+        rustls::NamedGroup::X25519MLKEM768,
+        rustls::NamedGroup::X25519,
+        rustls::NamedGroup::secp256r1,
+        rustls::NamedGroup::secp384r1,
+    ];
+
     /// nginx's `ssl_session_cache shared:SSL:10m` holds about 40,000 sessions; a rustls
     /// session with a client chain is ~2 KiB, so this default bounds the cache near 20 MiB.
     pub(crate) const DEFAULT_SESSION_CACHE_SIZE: usize = 10_000;

@@ -42,6 +42,7 @@ pub(crate) struct RawTls {
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     pub session_cache_size: Option<i64>,
+    pub key_exchange: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

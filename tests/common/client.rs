@@ -26,6 +26,8 @@ pub struct ClientOpts {
     pub identity: Option<(String, String)>,
     pub alpn: Vec<Vec<u8>>,
     pub tls12_only: bool,
+    /// The key-exchange groups offered, in order; `None`: the TLS library's defaults.
+    pub kx_groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
 }
 
 impl ClientOpts {
@@ -35,6 +37,7 @@ impl ClientOpts {
             identity: identity.map(|l| (l.chain_pem.clone(), l.key_pem.clone())),
             alpn: vec![b"http/1.1".to_vec()],
             tls12_only: false,
+            kx_groups: None,
         }
     }
 
@@ -49,7 +52,11 @@ impl ClientOpts {
     }
 
     pub fn config(&self) -> Arc<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(groups) = &self.kx_groups {
+            provider.kx_groups = groups.clone();
+        }
+        let provider = Arc::new(provider);
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.roots_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();

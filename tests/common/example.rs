@@ -287,6 +287,7 @@ impl Example {
             }),
             alpn: vec![b"http/1.1".to_vec()],
             tls12_only: false,
+            kx_groups: None,
         }
     }
 

@@ -127,6 +127,7 @@ fn validate_tls(raw: RawTls, errs: &mut Errors) -> TlsSettings {
         min_version,
         max_version,
         session_cache_size,
+        key_exchange,
     } = raw;
     let version = |v: Option<String>, path: &str, errs: &mut Errors| match v.as_deref() {
         None | Some("1.3") => TlsVersion::Tls13,
@@ -156,7 +157,41 @@ fn validate_tls(raw: RawTls, errs: &mut Errors) -> TlsSettings {
         min,
         max,
         session_cache_size,
+        key_exchange: key_exchange_groups(key_exchange, errs),
     }
+}
+
+/// `tls.key_exchange`: names as IANA writes them, any case, each once, at least one; only the
+/// groups the TLS library implements.
+fn key_exchange_groups(names: Option<Vec<String>>, errs: &mut Errors) -> Vec<rustls::NamedGroup> {
+    let Some(names) = names else {
+        return TlsSettings::DEFAULT_KEY_EXCHANGE.to_vec();
+    };
+    let supported = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+    let name_of = |g: rustls::NamedGroup| g.as_str().unwrap_or("unknown");
+    if names.is_empty() {
+        errs.push("tls.key_exchange", "at least one group is required");
+    }
+    let mut out: Vec<rustls::NamedGroup> = Vec::with_capacity(names.len());
+    for (i, text) in names.iter().enumerate() {
+        let at = format!("tls.key_exchange[{i}]");
+        match supported
+            .iter()
+            .map(|g| g.name())
+            .find(|g| name_of(*g).eq_ignore_ascii_case(text))
+        {
+            Some(g) if out.contains(&g) => errs.push(at, format!("{text:?} is listed twice")),
+            Some(g) => out.push(g),
+            None => {
+                let known: Vec<&str> = supported.iter().map(|g| name_of(g.name())).collect();
+                errs.push(
+                    at,
+                    format!("{text:?}: expected one of {}", known.join(", ")),
+                );
+            }
+        }
+    }
+    out
 }
 
 fn validate_log(raw: RawLog, errs: &mut Errors) -> LogSettings {
