@@ -97,7 +97,13 @@ pub enum Credentials {
         client_crl: Vec<PathBuf>,
     },
     /// A Kubernetes TLS-secret mount: `cert|tls.crt`, `key|tls.key`, `cacert|ca.crt`, `crl|ca.crl`.
-    Dir(PathBuf),
+    /// `client_ca` / `client_crl`, when set, win over the directory's CA and CRL (ingress-nginx
+    /// keeps the client CA in a secret of its own).
+    Dir {
+        dir: PathBuf,
+        client_ca: Option<PathBuf>,
+        client_crl: Vec<PathBuf>,
+    },
 }
 
 /// One `[[server]]`: a TLS identity chosen by SNI.
