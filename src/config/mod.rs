@@ -136,6 +136,17 @@ pub struct RouteConfig {
     pub path_prefix: String,
     pub upstream: Upstream,
     pub timeout: Duration,
+    pub protocol: UpstreamProtocol,
+}
+
+/// `upstream_protocol`: how a route speaks to its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge (gRPC): multiplexed connections.
+    H2c,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

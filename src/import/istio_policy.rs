@@ -129,12 +129,7 @@ fn rule(at: &str, v: &Value, action: &str, r: &mut Reports) -> Vec<Rule> {
 }
 
 /// `from[].source`: the fields and the conditions (namespaces beside principals).
-fn source(
-    at: &str,
-    v: &Value,
-    lost: &mut Lost,
-    r: &mut Reports,
-) -> (Matches, Vec<Condition>) {
+fn source(at: &str, v: &Value, lost: &mut Lost, r: &mut Reports) -> (Matches, Vec<Condition>) {
     let mut item = Fields::new(v, at, r);
     let Some(mut s) = item.object("source", r) else {
         lost.extend(item.unread().into_iter().map(|at| (at, "not a source")));
@@ -201,12 +196,7 @@ fn push(fields: &mut Matches, key: &'static str, v: Vec<String>) {
 }
 
 /// `to[].operation`: the same fields, snake_case.
-fn operation(
-    at: &str,
-    v: &Value,
-    lost: &mut Lost,
-    r: &mut Reports,
-) -> Matches {
+fn operation(at: &str, v: &Value, lost: &mut Lost, r: &mut Reports) -> Matches {
     let mut item = Fields::new(v, at, r);
     let mut fields = Vec::new();
     if let Some(mut op) = item.object("operation", r) {
