@@ -247,7 +247,9 @@ fn body_len(n: u64) -> Result<usize, String> {
 }
 
 fn client_config(args: &BenchArgs, mode: Mode) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // The groups a current browser offers, hybrid post-quantum first (gatehouse's own default).
+    let provider =
+        crate::runtime::crypto_provider(&crate::config::TlsSettings::DEFAULT_KEY_EXCHANGE);
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
