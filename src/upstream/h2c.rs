@@ -25,16 +25,27 @@ use super::replay::Replay;
 use super::{RequestBody, UpstreamError, error_chain};
 
 impl Pool {
+    /// A connection with room for a stream, or (`Err`) the least busy one, if any.
+    fn h2_pick(&self) -> Result<H2Conn, Option<H2Conn>> {
+        let mut conns = self.h2_conns();
+        conns.retain(H2Conn::open);
+        match conns.iter().min_by_key(|c| c.load()).cloned() {
+            Some(c) if c.has_room() => Ok(c),
+            other => Err(other),
+        }
+    }
+
     /// A connection for the next request: see the module documentation.
     async fn h2_conn(&self) -> Result<H2Conn, UpstreamError> {
-        let busiest = {
-            let mut conns = self.h2_conns();
-            conns.retain(H2Conn::open);
-            let best = conns.iter().min_by_key(|c| c.load()).cloned();
-            match best {
-                Some(c) if c.has_room() => return Ok(c),
-                other => other,
-            }
+        if let Ok(c) = self.h2_pick() {
+            return Ok(c);
+        }
+        // One connection is made at a time: the requests of a burst that find none wait for
+        // it instead of each opening its own.
+        let _dialing = self.h2_dial.lock().await;
+        let busiest = match self.h2_pick() {
+            Ok(c) => return Ok(c),
+            Err(busiest) => busiest,
         };
         let slot = match (self.slots.clone().try_acquire_owned(), busiest) {
             (Ok(slot), _) => slot,

@@ -40,6 +40,8 @@ pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// The HTTP/2 connections of an h2c pool (each shared by its streams).
     pub(super) h2: Mutex<Vec<H2Conn>>,
+    /// Held while an h2c connection is being made.
+    pub(super) h2_dial: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +96,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(max)),
             state: Mutex::new(PoolState::default()),
             h2: Mutex::new(Vec::new()),
+            h2_dial: tokio::sync::Mutex::new(()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&pool)));
