@@ -54,6 +54,35 @@ pub enum Command {
         after_help = "Example:\n  gatehouse verify -c config/gatehouse.toml --cert certs/client.crt\n  gatehouse verify -c config/gatehouse.toml --cert client.pem --sni api.example.com"
     )]
     Verify(VerifyArgs),
+    /// Translate Istio or ingress-nginx YAML into one gatehouse config (TOML on stdout).
+    #[command(
+        subcommand,
+        after_help = "Exit status: 0 everything translated, 3 something was reported (listed at the top of the output and on stderr), 1 unreadable input or nothing to translate.\n\nExample:\n  gatehouse import istio gateway.yaml virtualservice.yaml > gatehouse.toml\n  kubectl get ingress -A -o yaml | gatehouse import ingress-nginx - --secrets-dir /etc/gatehouse/secrets"
+    )]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Istio Gateway, VirtualService and AuthorizationPolicy objects.
+    Istio(ImportArgs),
+    /// networking.k8s.io/v1 Ingress objects and their nginx.ingress.kubernetes.io annotations.
+    #[command(name = "ingress-nginx")]
+    IngressNginx(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Kubernetes YAML files (multi-document; `-` reads standard input).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where secrets are mounted, one directory per secret (credentialName, secretName).
+    #[arg(long, value_name = "DIR", default_value = crate::import::DEFAULT_SECRETS_DIR)]
+    pub secrets_dir: String,
+    /// The upstream of a service port, with {service}, {namespace} and {port} filled in
+    /// (default: http://{service}.{namespace}.svc.cluster.local:{port}).
+    #[arg(long, value_name = "TPL")]
+    pub upstream_template: Option<String>,
 }
 
 #[derive(Debug, Args)]

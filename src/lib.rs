@@ -32,11 +32,12 @@
 //!   families; [`server::admin`] serves `/metrics`, health and `/certs`; the plaintext
 //!   listener answers with [`http::redirect`].
 //! - [`commands`] is each CLI command ([`cli`] parses them); [`bench`] is the mTLS load
-//!   generator; [`dev`] holds the dev PKI and the echo upstream used by demos and tests.
+//!   generator; [`dev`] holds the dev PKI and the echo upstream used by demos and tests;
+//!   [`import`] translates Istio and ingress-nginx YAML into a config.
 //!
 //! Dependencies point one way, from the bottom up: `host`, `identity`, `request` → `authz`
 //! → `config` → `metrics`, `tls`, `upstream` → `runtime` → `conn`, `routing` →
-//! `access_log` → `http` → `server`, `reload` → `dev` → `cli` → `bench` → `commands`.
+//! `access_log` → `http` → `server`, `reload` → `dev`, `import` → `cli` → `bench` → `commands`.
 //! `tests/structure.rs` checks that no module imports one above it, and that no two modules
 //! import each other.
 
@@ -70,6 +71,7 @@ pub mod server;
 
 // The tools around the proxy and the command line.
 pub mod dev;
+pub mod import;
 
 pub mod cli;
 

@@ -32,5 +32,6 @@ fn main() -> ExitCode {
         Command::Bench(args) => gatehouse::bench::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Cert(cmd) => commands::cert::run(cmd),
+        Command::Import(cmd) => commands::import::run(cmd),
     }
 }

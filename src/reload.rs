@@ -134,8 +134,8 @@ pub(crate) fn watched_dirs(rt: &Runtime) -> BTreeSet<PathBuf> {
     dirs.extend(parent(&rt.source));
     for s in &rt.servers {
         dirs.extend(s.files.iter().filter_map(|f| parent(f)));
-        if let crate::config::Credentials::Dir(d) = &s.config.credentials {
-            dirs.insert(d.clone());
+        if let crate::config::Credentials::Dir { dir, .. } = &s.config.credentials {
+            dirs.insert(dir.clone());
         }
     }
     dirs.into_iter()
@@ -163,7 +163,7 @@ pub(crate) fn watched_names(rt: &Runtime) -> BTreeSet<OsString> {
                 .filter_map(|f| f.file_name())
                 .map(OsString::from),
         );
-        if let crate::config::Credentials::Dir(_) = &s.config.credentials {
+        if let crate::config::Credentials::Dir { .. } = &s.config.credentials {
             names.extend(CREDENTIAL_DIR_NAMES.iter().map(OsString::from));
         }
     }

@@ -40,6 +40,7 @@ mod tests {
                 authority: "127.0.0.1:1".into(),
             },
             timeout: Duration::from_secs(1),
+            protocol: Default::default(),
         };
         Route {
             config,

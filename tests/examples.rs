@@ -354,3 +354,16 @@ async fn example_sidecar_unix_upstream_admits_only_the_frontend() {
     .unwrap();
     assert_eq!((r.status, r.text().as_str()), (403, "RBAC: access denied"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_grpc_forwards_over_h2c_and_answers_grpc_clients_in_grpc() {
+    let ex = Example::start("grpc.toml").await;
+    let out = ex.curl(&[200, 200]).await;
+    assert!(out[0].output.contains("\"version\": \"HTTP/2.0\""), "{}", out[0].output);
+    let denied = out[1].output.to_lowercase();
+    assert!(denied.contains("grpc-status: 7"), "{denied}");
+    assert!(denied.contains("grpc-message: rbac: access denied"), "{denied}");
+    ex.proxy
+        .expect_metric(r#"gatehouse_requests_total{route="none",code="403"}"#, 1.0)
+        .await;
+}

@@ -358,3 +358,53 @@ async fn unrelated_files_next_to_the_config_do_not_trigger_reloads() {
     wait_for_leaf(&proxy, &opts, &renewed, Duration::from_secs(3)).await;
     assert!(proxy.metric("gatehouse_reloads_total{result=\"ok\"}") >= 1.0);
 }
+
+/// A `credential_dir` with `client_ca` beside it (ingress-nginx keeps the client CA in a
+/// secret of its own): the explicit CA wins over the directory's `ca.crt`, and a change to
+/// that file, outside the directory, is reloaded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ca_beside_a_credential_dir_wins_and_reloads() {
+    let pki = TestPki::new();
+    let secret = pki.path("server-tls");
+    std::fs::create_dir(&secret).unwrap();
+    let server = pki.ca.issue(&LeafSpec::server(&["test.com"])).unwrap();
+    std::fs::write(secret.join("tls.crt"), &server.chain_pem).unwrap();
+    std::fs::write(secret.join("tls.key"), &server.key_pem).unwrap();
+    std::fs::write(secret.join("ca.crt"), &pki.ca.cert_pem).unwrap();
+    let client_ca = Ca::new("Client CA", KeyType::EcdsaP256, 30).unwrap();
+    let ca_secret = pki.path("client-ca");
+    std::fs::create_dir(&ca_secret).unwrap();
+    std::fs::write(ca_secret.join("ca.crt"), &client_ca.cert_pem).unwrap();
+    let echo = start_echo().await;
+    let cfg = format!(
+        "[listen]\nhttps = \"127.0.0.1:0\"\n[[server]]\nhosts = [\"test.com\"]\ncredential_dir = \"server-tls\"\nclient_ca = \"client-ca/ca.crt\"\n[[route]]\nupstream = \"http://{echo}\"\n"
+    );
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let status = |leaf: Leaf| {
+        let opts = ClientOpts::new(&pki, Some(&leaf));
+        let https = proxy.https;
+        async move {
+            request(https, "test.com", &opts, get("test.com", "/status/200"))
+                .await
+                .map(|r| r.status)
+        }
+    };
+    let theirs = client_ca
+        .issue(&LeafSpec::client_uri("spiffe://ingress.client"))
+        .unwrap();
+    let dirs = pki
+        .ca
+        .issue(&LeafSpec::client_uri("spiffe://dir.client"))
+        .unwrap();
+    assert_eq!(status(theirs.clone()).await, Ok(200), "client_ca's client");
+    assert!(
+        status(dirs.clone()).await.is_err(),
+        "the directory's ca.crt must not be trusted when client_ca is set"
+    );
+    replace(&ca_secret.join("ca.crt"), &pki.ca.cert_pem);
+    proxy
+        .expect_metric("gatehouse_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    assert_eq!(status(dirs).await, Ok(200), "the new client_ca's client");
+    assert!(status(theirs).await.is_err(), "the replaced CA's client");
+}

@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["access_log"],
     &["http"],
     &["server", "reload"],
-    &["dev"],
+    &["dev", "import"],
     &["cli"],
     &["bench"],
     &["commands"],

@@ -4,6 +4,7 @@
 pub mod authz;
 pub mod cert;
 pub mod demo;
+pub mod import;
 pub mod verify;
 
 use std::io::Write;

@@ -97,7 +97,13 @@ pub enum Credentials {
         client_crl: Vec<PathBuf>,
     },
     /// A Kubernetes TLS-secret mount: `cert|tls.crt`, `key|tls.key`, `cacert|ca.crt`, `crl|ca.crl`.
-    Dir(PathBuf),
+    /// `client_ca` / `client_crl`, when set, win over the directory's CA and CRL (ingress-nginx
+    /// keeps the client CA in a secret of its own).
+    Dir {
+        dir: PathBuf,
+        client_ca: Option<PathBuf>,
+        client_crl: Vec<PathBuf>,
+    },
 }
 
 /// One `[[server]]`: a TLS identity chosen by SNI.
@@ -130,6 +136,17 @@ pub struct RouteConfig {
     pub path_prefix: String,
     pub upstream: Upstream,
     pub timeout: Duration,
+    pub protocol: UpstreamProtocol,
+}
+
+/// `upstream_protocol`: how a route speaks to its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge (gRPC): multiplexed connections.
+    H2c,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

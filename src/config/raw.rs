@@ -68,6 +68,7 @@ pub(crate) struct RawRoute {
     pub path_prefix: Option<String>,
     pub upstream: String,
     pub timeout: Option<String>,
+    pub upstream_protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -115,6 +115,7 @@ const TEAPOT: &str = "\n    -=[ teapot ]=-\n\n       _...._\n     .'  _ _ `.\n  
 
 async fn anything(req: Request<Incoming>) -> Response<EchoBody> {
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let headers = header_map(&req);
@@ -143,6 +144,7 @@ async fn anything(req: Request<Incoming>) -> Response<EchoBody> {
     }
     json_response(&json!({
         "method": method,
+        "version": version,
         "path": path,
         "query": query,
         "headers": headers,

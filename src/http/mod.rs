@@ -8,6 +8,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod connection;
+pub(crate) mod grpc;
 
 pub(crate) mod headers;
 pub(crate) mod logged;

@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use super::admission::{self, Refused};
 use super::connection::{Conn, Shared};
 use super::logged::{LoggedBody, Pending};
-use super::{ProxyBody, ProxyError, headers, text_response, tunnel};
+use super::{ProxyBody, ProxyError, grpc, headers, text_response, tunnel};
 use crate::access_log::{self, Record};
 use crate::authz::{self, Decision, DenyReason, Verdict};
-use crate::config::{ClientCertHeaders, ProxySettings, Upstream};
+use crate::config::{ClientCertHeaders, ProxySettings, Upstream, UpstreamProtocol};
 use crate::metrics::{AuthzLabels, DeniedLabels, Metrics, RouteSeries};
 use crate::request::RequestView;
 use crate::runtime::{Route, Runtime};
@@ -37,6 +37,16 @@ struct Facts {
     upstream: Option<String>,
     decision: Option<&'static str>,
     policy: Option<String>,
+}
+
+impl Facts {
+    /// The host and path as authorized, when the access log is on.
+    fn note_admitted(&mut self, host: &str, path: &str) {
+        if self.logging {
+            self.host = Some(host.to_owned());
+            self.path = Some(path.to_owned());
+        }
+    }
 }
 
 /// The hyper service function for the HTTPS listener.
@@ -57,12 +67,21 @@ pub(crate) async fn handle(
         ..Facts::default()
     };
     let http1 = req.version() < http::Version::HTTP_2;
+    let grpc = !http1 && grpc::is_grpc(req.headers());
     let served = match ambiguous_length {
         // The body is never read: hyper closes the connection after this response.
         true => Err(ProxyError::AmbiguousLength),
         false => serve(req, &conn, &rt, &shared, &mut facts).await,
     };
-    let res = served.unwrap_or_else(|e| refusal(&e, http1, &conn));
+    // The status the proxy decided, for the log and metrics, even when a gRPC client is
+    // told in gRPC's terms.
+    let (res, code) = match served {
+        Ok(res) => {
+            let code = res.status().as_u16();
+            (res, code)
+        }
+        Err(e) => (refusal(&e, http1, grpc, &conn), e.status().as_u16()),
+    };
     let record = method.map(|method| Record {
         event: "request",
         time: access_log::now_rfc3339(),
@@ -76,7 +95,7 @@ pub(crate) async fn handle(
         method,
         host: facts.host,
         path: facts.path.unwrap_or_default(),
-        status: res.status().as_u16(),
+        status: code,
         bytes: 0,
         duration_ms: 0.0,
         route: facts.route.as_ref().map(|r| r.route.as_str().to_owned()),
@@ -93,7 +112,7 @@ pub(crate) async fn handle(
                 .get_or_init(|| Arc::new(shared.metrics.route_series(&shared.unrouted, false)))
                 .clone()
         }),
-        code: res.status().as_u16(),
+        code,
         record,
     };
     Ok(res.map(|body| LoggedBody {
@@ -131,12 +150,8 @@ async fn serve(
         Err(Refused::Redirect(location)) => return Ok(redirect_307(&location)),
         Err(Refused::Error(e)) => return Err(e),
     };
-    let host = admitted.host_name();
-    let path = &admitted.path;
-    if facts.logging {
-        facts.host = Some(host.to_owned());
-        facts.path = Some(path.to_string());
-    }
+    let (host, path) = (admitted.host_name(), &admitted.path);
+    facts.note_admitted(host, path);
 
     let view = RequestView {
         method: &parts.method,
@@ -155,7 +170,7 @@ async fn serve(
         None => admitted.path.into_owned(),
     };
     let upgrade = admitted.upgrade;
-    this_hop_headers(&mut parts.headers, conn, proxy);
+    this_hop_headers(&mut parts.headers, conn, proxy, route.config.protocol);
 
     // A body is watched on its way up (stall → 408, bad framing → 400); none is sent as none.
     let (body, body_state) = if body.is_end_stream() {
@@ -167,7 +182,9 @@ async fn serve(
     let mut up_req = Request::from_parts(parts, body);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut up_req));
     let sent = Instant::now();
-    let pool = shared.upstreams.pool(&route.pool, &route.config.upstream);
+    let pool = shared
+        .upstreams
+        .pool(&route.pool, &route.config.upstream, route.config.protocol);
     let mut res = pool
         .send(route.config.timeout, target, up_req, &series.retries)
         .await
@@ -202,10 +219,13 @@ fn note_received(parts: &http::request::Parts, facts: &mut Facts) {
     facts.path = Some(parts.uri.path().to_owned());
 }
 
-/// The proxy's own answer to a request it refused.
-fn refusal(e: &ProxyError, http1: bool, conn: &Conn) -> Response<ProxyBody> {
+/// The proxy's own answer to a request it refused (in gRPC's terms to a gRPC client).
+fn refusal(e: &ProxyError, http1: bool, grpc: bool, conn: &Conn) -> Response<ProxyBody> {
     if !matches!(e, ProxyError::Denied | ProxyError::NoRoute) {
         tracing::debug!(peer = %conn.info.peer, error = ?e, "request refused");
+    }
+    if grpc {
+        return grpc::local_reply(e.status(), e.body());
     }
     let mut res = e.response();
     // The rest of a broken or abandoned body is unread: the connection cannot go on.
@@ -264,8 +284,18 @@ fn route_series(route: &Route, shared: &Shared, facts: &mut Facts) -> Arc<RouteS
     series
 }
 
-/// The headers this hop adds: forwarding headers, XFCC, RFC 9440 client-certificate headers.
-fn this_hop_headers(headers: &mut http::HeaderMap, conn: &Conn, proxy: &ProxySettings) {
+/// The headers this hop adds: forwarding headers, XFCC, RFC 9440 client-certificate headers,
+/// and for gRPC to an h2c upstream `te: trailers` (the one TE value HTTP/2 allows, which
+/// gRPC servers expect; hop-by-hop, so removed from the client's request with the others).
+fn this_hop_headers(
+    headers: &mut http::HeaderMap,
+    conn: &Conn,
+    proxy: &ProxySettings,
+    protocol: UpstreamProtocol,
+) {
+    if protocol == UpstreamProtocol::H2c && grpc::is_grpc(headers) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::set_forwarded(headers, &conn.peer, request_id);
     headers::apply_xfcc(headers, proxy.forward_client_cert, conn.xfcc.as_ref());
     if proxy.client_cert_headers == ClientCertHeaders::Rfc9440 {

@@ -59,7 +59,18 @@ pub(crate) fn load(
             client_ca.clone(),
             client_crl.clone(),
         ),
-        Credentials::Dir(dir) => resolve_dir(dir)?,
+        Credentials::Dir {
+            dir,
+            client_ca,
+            client_crl,
+        } => {
+            let (cert, key, dir_ca, dir_crls) = resolve_dir(dir)?;
+            let crls = match client_crl.is_empty() {
+                true => dir_crls,
+                false => client_crl.clone(),
+            };
+            (cert, key, client_ca.clone().or(dir_ca), crls)
+        }
     };
     let chain = read_chain(&cert)?;
     let key_der = read_key(&key)?;

@@ -3,49 +3,29 @@
 //! connection retried once; then [`UpstreamBody`] hands the connection back to the pool
 //! when the response body ends, unless the upstream said `connection: close`.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Empty};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::body::{Release, UpstreamBody};
 use super::pool::{Conn, Got, Pool};
-use super::stream::{Socket, UpstreamStream};
 use super::{RequestBody, UpstreamError, error_chain};
-use crate::config::Upstream;
+use crate::config::UpstreamProtocol;
 
 impl Pool {
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, UpstreamError> {
-        let unavailable = |e: io::Error| UpstreamError::Unavailable(e.to_string());
-        let socket = match &self.upstream {
-            Upstream::Tcp { authority } => {
-                let tcp = TcpStream::connect(authority.as_str())
-                    .await
-                    .map_err(unavailable)?;
-                tcp.set_nodelay(true).map_err(unavailable)?;
-                Socket::Tcp(tcp)
-            }
-            Upstream::Unix(path) => {
-                Socket::Unix(UnixStream::connect(path).await.map_err(unavailable)?)
-            }
-        };
-        let read = Arc::new(AtomicU64::new(0));
-        let stream = UpstreamStream {
-            socket,
-            read: read.clone(),
-        };
+        let stream = self.socket().await?;
+        let read = stream.read.clone();
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Unavailable(error_chain(&e)))?;
@@ -74,6 +54,22 @@ impl Pool {
         mut req: Request<RequestBody>,
         retries: &Counter,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if self.protocol == UpstreamProtocol::H2c {
+            // HTTP/2 carries the host as :authority, in an absolute URI.
+            let authority = req
+                .headers_mut()
+                .remove(http::header::HOST)
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+                .unwrap_or_default();
+            *req.uri_mut() =
+                Uri::from_maybe_shared(Bytes::from(["http://", &authority, &target].concat()))
+                    .map_err(|_| UpstreamError::BadTarget)?;
+            *req.version_mut() = http::Version::HTTP_2;
+            return match tokio::time::timeout(timeout, self.exchange_h2(req, retries)).await {
+                Err(_) => Err(UpstreamError::Timeout),
+                Ok(done) => done,
+            };
+        }
         // A target that is not a valid origin-form is a client error: a 400.
         *req.uri_mut() =
             Uri::from_maybe_shared(Bytes::from(target)).map_err(|_| UpstreamError::BadTarget)?;
@@ -207,75 +203,5 @@ fn keep_alive(headers: &http::HeaderMap) -> KeepAlive {
     match timeout {
         Some(secs) => KeepAlive::For(Duration::from_secs(secs)),
         None => KeepAlive::Default,
-    }
-}
-
-/// An upstream response body; its connection goes back to the pool once the body has been
-/// read to its end. A body dropped before its end takes the connection with it (hyper
-/// closes it); a `101 Switching Protocols` hands it to the tunnel ([`UpstreamBody::upgraded`]).
-pub(crate) struct UpstreamBody {
-    pub(super) inner: Incoming,
-    pub(super) release: Release,
-}
-
-/// What becomes of the connection once the body is done.
-pub(super) enum Release {
-    /// Back to the pool once the body has been read to its end.
-    Pool(Arc<Pool>, Conn),
-    /// Upgraded (101): never pooled; its slot goes to the tunnel.
-    Upgrade(Conn),
-    /// Dropped: already pooled, or closed mid-body.
-    Gone,
-}
-
-impl UpstreamBody {
-    fn release_if_done(&mut self, done: bool) {
-        if (done || self.inner.is_end_stream())
-            && matches!(self.release, Release::Pool(..))
-            && let Release::Pool(pool, conn) = std::mem::replace(&mut self.release, Release::Gone)
-        {
-            pool.put(conn);
-        }
-    }
-
-    /// After a `101`: the connection's pool slot, which the tunnel holds until it closes.
-    pub(crate) fn upgraded(mut self) -> Option<OwnedSemaphorePermit> {
-        match std::mem::replace(&mut self.release, Release::Gone) {
-            Release::Upgrade(conn) => Some(conn.into_slot()),
-            _ => None,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release_if_done(true),
-            Poll::Ready(Some(Ok(_))) => self.release_if_done(false),
-            Poll::Ready(Some(Err(_))) => self.release = Release::Gone,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        self.release_if_done(false);
     }
 }

@@ -20,9 +20,14 @@
 //! ends; [`stream`] is the socket; [`ClientBody`] is the client's request body on its way up,
 //! and blames the client for a stalled or malformed one.
 
+mod body;
 mod client_body;
 mod exchange;
+mod h2c;
+#[cfg(test)]
+mod h2c_tests;
 mod pool;
+mod replay;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -33,10 +38,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 
+pub(crate) use self::body::UpstreamBody;
 pub(crate) use self::client_body::{BodyOutcome, BodyState, ClientBody};
-pub(crate) use self::exchange::UpstreamBody;
 pub(crate) use self::pool::Pool;
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
 
 /// Why an exchange with an upstream failed, classified by the status the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,7 @@ pub(crate) type RequestBody = Either<ClientBody, Empty<Bytes>>;
 
 /// The pools of every upstream seen so far, shared by all snapshots.
 pub(crate) struct Upstreams {
-    pools: Mutex<HashMap<Upstream, Arc<Pool>>>,
+    pools: Mutex<HashMap<(Upstream, UpstreamProtocol), Arc<Pool>>>,
     /// `upstream_max_connections`: fixed at startup.
     max_per_upstream: usize,
 }
@@ -75,12 +80,17 @@ impl Upstreams {
 
     /// The pool for `upstream`; `slot` caches it, so the registry is locked once per route
     /// and snapshot, not per request.
-    pub(crate) fn pool<'a>(&self, slot: &'a PoolSlot, upstream: &Upstream) -> &'a Arc<Pool> {
+    pub(crate) fn pool<'a>(
+        &self,
+        slot: &'a PoolSlot,
+        upstream: &Upstream,
+        protocol: UpstreamProtocol,
+    ) -> &'a Arc<Pool> {
         slot.get_or_init(|| {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools
-                .entry(upstream.clone())
-                .or_insert_with(|| Pool::new(upstream.clone(), self.max_per_upstream))
+                .entry((upstream.clone(), protocol))
+                .or_insert_with(|| Pool::new(upstream.clone(), protocol, self.max_per_upstream))
                 .clone()
         })
     }

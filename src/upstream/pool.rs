@@ -12,8 +12,16 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::RequestBody;
-use crate::config::Upstream;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use hyper::client::conn::http2;
+use tokio::net::{TcpStream, UnixStream};
+
+use super::replay::Replay;
+use super::stream::{Socket, UpstreamStream};
+use super::{RequestBody, UpstreamError};
+use crate::config::{Upstream, UpstreamProtocol};
 
 /// How long an idle pooled upstream connection is kept (nginx keepalive_timeout's default is 60 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,10 +33,13 @@ const POOL_SWEEP: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub(super) upstream: Upstream,
+    pub(super) protocol: UpstreamProtocol,
     /// One permit per connection, busy or idle.
     pub(super) slots: Arc<Semaphore>,
     /// Held only to push or pop, never across an await.
     state: Mutex<PoolState>,
+    /// The HTTP/2 connections of an h2c pool (each shared by its streams).
+    pub(super) h2: Mutex<Vec<H2Conn>>,
 }
 
 #[derive(Debug, Default)]
@@ -76,16 +87,39 @@ pub(super) enum Got {
 }
 
 impl Pool {
-    pub(super) fn new(upstream: Upstream, max: usize) -> Arc<Self> {
+    pub(super) fn new(upstream: Upstream, protocol: UpstreamProtocol, max: usize) -> Arc<Self> {
         let pool = Arc::new(Self {
             upstream,
+            protocol,
             slots: Arc::new(Semaphore::new(max)),
             state: Mutex::new(PoolState::default()),
+            h2: Mutex::new(Vec::new()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&pool)));
         }
         pool
+    }
+
+    /// A new socket to the upstream, counting the bytes read from it.
+    pub(super) async fn socket(&self) -> Result<UpstreamStream, UpstreamError> {
+        let unavailable = |e: io::Error| UpstreamError::Unavailable(e.to_string());
+        let socket = match &self.upstream {
+            Upstream::Tcp { authority } => {
+                let tcp = TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unavailable)?;
+                tcp.set_nodelay(true).map_err(unavailable)?;
+                Socket::Tcp(tcp)
+            }
+            Upstream::Unix(path) => {
+                Socket::Unix(UnixStream::connect(path).await.map_err(unavailable)?)
+            }
+        };
+        Ok(UpstreamStream {
+            socket,
+            read: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -168,6 +202,41 @@ impl Pool {
     #[cfg(test)]
     pub(crate) fn idle_count(&self) -> usize {
         self.state().idle.len()
+    }
+}
+
+/// One HTTP/2 connection to the upstream.
+#[derive(Clone, Debug)]
+pub(super) struct H2Conn {
+    pub(super) sender: http2::SendRequest<Replay>,
+    /// Streams open on it: requests whose response body is not done.
+    pub(super) in_flight: Arc<AtomicUsize>,
+    /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection task last saw it.
+    max_streams: Arc<AtomicUsize>,
+    /// A GOAWAY was seen: no new request.
+    pub(super) going_away: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    pub(super) fn new(sender: http2::SendRequest<Replay>, max_streams: Arc<AtomicUsize>) -> Self {
+        Self {
+            sender,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_streams,
+            going_away: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(super) fn open(&self) -> bool {
+        !self.sender.is_closed() && !self.going_away.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.load() < self.max_streams.load(Ordering::Relaxed)
     }
 }
 

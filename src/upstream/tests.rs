@@ -7,6 +7,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 
 use super::*;
+use crate::config::UpstreamProtocol;
 use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -69,7 +70,7 @@ async fn a_connection_is_reused_once_its_body_was_read() {
     let (up, accepted) = upstream("hello").await;
     let upstreams = Upstreams::new(1024);
     let slot = PoolSlot::new();
-    let pool = upstreams.pool(&slot, &up).clone();
+    let pool = upstreams.pool(&slot, &up, UpstreamProtocol::Http1).clone();
     for _ in 0..5 {
         assert_eq!(fetch(&pool).await, "hello");
     }
@@ -77,13 +78,18 @@ async fn a_connection_is_reused_once_its_body_was_read() {
     assert_eq!(pool.idle_count(), 1);
     // Another snapshot's slot for the same upstream finds the same pool.
     let other = PoolSlot::new();
-    assert!(Arc::ptr_eq(upstreams.pool(&other, &up), &pool));
+    assert!(Arc::ptr_eq(
+        upstreams.pool(&other, &up, UpstreamProtocol::Http1),
+        &pool
+    ));
 }
 
 #[tokio::test]
 async fn concurrent_requests_open_connections_and_pool_them_all() {
     let (up, accepted) = upstream("x").await;
-    let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1024)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     let held: Vec<_> = futures_join(&pool, 3).await;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     assert_eq!(pool.idle_count(), 0, "bodies not read yet");
@@ -97,7 +103,9 @@ async fn concurrent_requests_open_connections_and_pool_them_all() {
 #[tokio::test]
 async fn at_most_max_connections_are_opened_and_waiters_are_served_in_turn() {
     let (up, accepted) = upstream("x").await;
-    let pool = Upstreams::new(2).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(2)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let pool = pool.clone();
@@ -113,7 +121,9 @@ async fn at_most_max_connections_are_opened_and_waiters_are_served_in_turn() {
 #[tokio::test]
 async fn a_request_that_finds_every_slot_busy_times_out_as_504() {
     let (up, accepted) = upstream("x").await;
-    let pool = Upstreams::new(1).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     // The one connection stays busy: its body is never read.
     let held = pool
         .send(
@@ -185,7 +195,9 @@ async fn a_stale_pooled_connection_is_replaced_without_failing_the_request() {
             // Closed without `connection: close`: the client pools it and finds it dead.
         }
     });
-    let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1024)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     for _ in 0..3 {
         assert_eq!(fetch(&pool).await, "ok");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -199,7 +211,9 @@ async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
         authority: closed.local_addr().unwrap().to_string(),
     };
     drop(closed);
-    let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1024)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     let e = pool
         .send(
             Duration::from_secs(5),
@@ -215,7 +229,9 @@ async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
     let up = Upstream::Tcp {
         authority: silent.local_addr().unwrap().to_string(),
     };
-    let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1024)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     let e = pool
         .send(
             Duration::from_millis(200),
@@ -248,7 +264,9 @@ async fn refused_is_503_and_silence_is_504_and_garbage_is_502() {
 #[tokio::test]
 async fn a_target_that_is_not_origin_form_is_a_400() {
     let (up, _) = upstream("x").await;
-    let pool = Upstreams::new(1024).pool(&PoolSlot::new(), &up).clone();
+    let pool = Upstreams::new(1024)
+        .pool(&PoolSlot::new(), &up, UpstreamProtocol::Http1)
+        .clone();
     let e = pool
         .send(
             Duration::from_secs(5),

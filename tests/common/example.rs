@@ -20,7 +20,7 @@ pub const MOVED_PATHS: [(&str, &str); 2] = [
 ];
 
 /// The examples `examples.rs` tests; its `every_example_is_tested` keeps this complete.
-pub const TESTED: [&str; 10] = [
+pub const TESTED: [&str; 11] = [
     "01-mtls-basic.toml",
     "02-rsa-spiffe.toml",
     "03-san-allow-list.toml",
@@ -30,6 +30,7 @@ pub const TESTED: [&str; 10] = [
     "07-xfcc.toml",
     "08-timeouts-and-bodies.toml",
     "credential-dir.toml",
+    "grpc.toml",
     "sidecar.toml",
 ];
 

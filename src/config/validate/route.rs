@@ -21,6 +21,7 @@ pub(super) fn validate(
         path_prefix,
         upstream,
         timeout,
+        upstream_protocol,
     } = raw;
     let at = format!("route[{index}]");
     let before = errs.0.len();
@@ -57,6 +58,17 @@ pub(super) fn validate(
             format!("{n:?}: must be non-empty, printable, without spaces"),
         );
     }
+    let protocol = match upstream_protocol.as_deref() {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2c") => UpstreamProtocol::H2c,
+        Some(other) => {
+            errs.push(
+                format!("{at}.upstream_protocol"),
+                format!("{other:?}: expected \"http1\" or \"h2c\""),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
     if errs.0.len() > before {
         return None;
     }
@@ -66,6 +78,7 @@ pub(super) fn validate(
         path_prefix: prefix,
         upstream: upstream?,
         timeout: timeout?,
+        protocol,
     })
 }
 

@@ -135,15 +135,15 @@ fn credentials(
         client_crl,
     } = fields;
     let credentials = match (credential_dir, cert, key) {
-        (Some(dir), None, None) => {
-            if client_ca.is_some() || client_crl.is_some() {
-                errs.push(
-                    format!("{at}.credential_dir"),
-                    "credential_dir replaces cert, key, client_ca and client_crl: remove those",
-                );
-            }
-            Credentials::Dir(base.join(dir))
-        }
+        (Some(dir), None, None) => Credentials::Dir {
+            dir: base.join(dir),
+            client_ca: client_ca.map(|p| base.join(p)),
+            client_crl: client_crl
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| base.join(p))
+                .collect(),
+        },
         (Some(_), _, _) => {
             errs.push(
                 format!("{at}.credential_dir"),
@@ -194,8 +194,12 @@ fn unused_without_client_auth(
             client_ca,
             client_crl,
             ..
+        }
+        | Credentials::Dir {
+            client_ca,
+            client_crl,
+            ..
         } => (client_ca.is_some(), !client_crl.is_empty()),
-        Credentials::Dir(_) => (false, false),
     };
     for (set, name) in [(ca, "client_ca"), (crl, "client_crl")]
         .into_iter()
