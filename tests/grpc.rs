@@ -236,7 +236,11 @@ async fn thousand_calls_on_one_client_connection_use_one_upstream_connection() {
         failed.len()
     );
     assert_eq!(echo.calls(), 1000);
-    assert_eq!(echo.accepted(), 1, "upstream connections for 1,000 calls");
+    assert_eq!(
+        echo.accepted(),
+        1,
+        "upstream connections for 1,000 calls of 50 callers starting together"
+    );
     gh.proxy
         .expect_metric(&handshakes("test.com", "ok"), 1.0)
         .await;
