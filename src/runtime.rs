@@ -327,9 +327,13 @@ fn build_server(
         0 => Arc::new(rustls::server::NoServerSessionStorage {}),
         n => rustls::server::ServerSessionMemoryCache::new(n),
     };
-    if config.tls.session_cache_size == 0 {
-        rustls_config.send_tls13_tickets = 0;
-    }
+    // One ticket per handshake, resumed ones included (rustls and OpenSSL send two): each
+    // ticket is a cache entry holding the client's chain (~1 KiB), so the cache serves twice
+    // the clients, and a client that resumes gets a fresh ticket for its next connection.
+    rustls_config.send_tls13_tickets = match config.tls.session_cache_size {
+        0 => 0,
+        _ => 1,
+    };
 
     let chain = &material.certified.cert;
     let certs = cert_summaries(chain, &material.client_ca);

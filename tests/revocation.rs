@@ -143,6 +143,87 @@ async fn sessions_are_forgotten_on_reload_and_not_kept_when_the_cache_is_off() {
     }
 }
 
+/// A client session store that counts the TLS 1.3 tickets the server sends.
+#[derive(Debug)]
+struct CountingTickets {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn each_handshake_full_or_resumed_gives_the_client_one_session() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    use std::sync::atomic::Ordering::SeqCst;
+    let (pki, client, echo) = test_com().await;
+    let cfg = config(&pki, &["test.com"], echo, "", "");
+    let proxy = Proxy::start(pki.dir.path(), &cfg).await;
+    let store = Arc::new(CountingTickets {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: Default::default(),
+    });
+    let mut tls_cfg = (*ClientOpts::new(&pki, Some(&client)).h1().config()).clone();
+    tls_cfg.resumption = rustls::client::Resumption::store(store.clone());
+    let tls_cfg = Arc::new(tls_cfg);
+
+    // One ticket per handshake: each is a server cache entry holding the client's chain.
+    assert_eq!(kind_of_next(&proxy, &tls_cfg).await, Full);
+    assert_eq!(
+        store.tickets.load(SeqCst),
+        1,
+        "tickets after a full handshake"
+    );
+    // The resumed handshake uses that ticket and gives a new one, so the client resumes
+    // again and again, one connection after another.
+    for n in 2..=4 {
+        assert_eq!(kind_of_next(&proxy, &tls_cfg).await, Resumed);
+        assert_eq!(
+            store.tickets.load(SeqCst),
+            n,
+            "tickets after resumed handshakes"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_swap_closes_the_revoked_clients_open_connections() {
     let (pki, good, echo) = test_com().await;
