@@ -9,7 +9,7 @@
 //! request (its streams in flight finish). A request the upstream did not process (refused
 //! with `REFUSED_STREAM`, or above a GOAWAY's last stream) is sent again once, on another
 //! connection if there is one: its body is replayed from a bounded recording
-//! ([`Replay`]).
+//! ([`Replay`]). The pool's sweep lets a connection go once it has been idle for a minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +101,7 @@ impl Pool {
             let conn = self.h2_conn().await?;
             let mut sender = conn.sender.clone();
             let req = Request::from_parts(parts.clone(), tape.again());
+            conn.stream_started();
             let guard = InFlight::start(&conn.in_flight);
             match sender.send_request(req).await {
                 Ok(res) => {

@@ -1,7 +1,7 @@
 //! The h2c pool against scripted HTTP/2 upstreams (the h2 crate's server): streams share a
 //! connection, the upstream's stream limit opens another one, a GOAWAY lets streams in
 //! flight finish and sends new ones to a new connection, a refused stream is sent again
-//! once, and trailers come back intact.
+//! once, trailers come back intact, and an idle connection is closed after about a minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +38,8 @@ struct Script {
 struct Upstream2 {
     upstream: Upstream,
     accepted: Arc<AtomicUsize>,
+    /// Connections the client ended.
+    closed: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
 }
 
@@ -45,8 +47,9 @@ async fn h2_upstream(script: Script) -> Upstream2 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(0));
-    let (count, held) = (accepted.clone(), gate.clone());
+    let (count, held, ended) = (accepted.clone(), gate.clone(), closed.clone());
     let acts = Arc::new(script.acts);
     let next = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
@@ -57,6 +60,7 @@ async fn h2_upstream(script: Script) -> Upstream2 {
                 builder.max_concurrent_streams(n);
             }
             let (acts, next, gate) = (acts.clone(), next.clone(), held.clone());
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let Ok(mut conn) = builder.handshake::<_, Bytes>(tcp).await else {
                     return;
@@ -78,6 +82,7 @@ async fn h2_upstream(script: Script) -> Upstream2 {
                         }
                     }
                 }
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -86,6 +91,7 @@ async fn h2_upstream(script: Script) -> Upstream2 {
             authority: addr.to_string(),
         },
         accepted,
+        closed,
         gate,
     }
 }
@@ -278,4 +284,52 @@ async fn an_h2c_upstream_that_is_down_is_503() {
         matches!(down, Err(UpstreamError::Unavailable(_))),
         "{down:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_after_about_a_minute_and_its_slot_freed() {
+    let up = h2_upstream(Script {
+        max_streams: None,
+        acts: vec![],
+    })
+    .await;
+    let pool = pool(&up, 2);
+    let retries = Counter::default();
+    // A call every 30 s for two minutes: the connection is kept.
+    assert_eq!(call(&pool, &retries).await.unwrap(), ok());
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(call(&pool, &retries).await.unwrap(), ok());
+    }
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        1,
+        "a busy connection was closed"
+    );
+    // Then nothing: still open after 50 s, closed (GOAWAY, then the socket) by 80 s.
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(
+        up.closed.load(Ordering::SeqCst),
+        0,
+        "closed before 60 s idle"
+    );
+    assert_eq!(pool.h2.lock().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for _ in 0..100 {
+        if up.closed.load(Ordering::SeqCst) == 1 && pool.slots.available_permits() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        up.closed.load(Ordering::SeqCst),
+        1,
+        "the idle connection was kept"
+    );
+    assert!(pool.h2.lock().unwrap().is_empty());
+    assert_eq!(pool.slots.available_permits(), 2, "its slot was not freed");
+    // The next call opens a new connection.
+    assert_eq!(call(&pool, &retries).await.unwrap(), ok());
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(retries.get(), 0);
 }

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use hyper::client::conn::http2;
 use tokio::net::{TcpStream, UnixStream};
@@ -27,6 +27,9 @@ use crate::config::{Upstream, UpstreamProtocol};
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a pool drops the connections idle for longer than that.
 const POOL_SWEEP: Duration = Duration::from_secs(15);
+/// Sweeps in a row that find an h2c connection with no stream in flight and none started
+/// since the sweep before, after which it is closed: idle for 60 to 75 s.
+const H2_IDLE_SWEEPS: u32 = (POOL_IDLE_TIMEOUT.as_secs() / POOL_SWEEP.as_secs()) as u32;
 
 /// The connections to one upstream: the idle ones, most recently used last, and the
 /// requests waiting for one.
@@ -216,8 +219,13 @@ pub(super) struct H2Conn {
     pub(super) in_flight: Arc<AtomicUsize>,
     /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection task last saw it.
     max_streams: Arc<AtomicUsize>,
-    /// A GOAWAY was seen: no new request.
+    /// A GOAWAY was seen, or the pool let the connection go: no new request.
     pub(super) going_away: Arc<AtomicBool>,
+    /// Streams started on it so far.
+    started: Arc<AtomicU64>,
+    /// What the sweeps saw: `started` at the last sweep, and how many sweeps in a row found
+    /// the connection idle.
+    idle: Arc<(AtomicU64, AtomicU32)>,
 }
 
 impl H2Conn {
@@ -227,7 +235,26 @@ impl H2Conn {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_streams,
             going_away: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicU64::new(0)),
+            idle: Arc::default(),
         }
+    }
+
+    /// A stream starts on this connection (what the idle sweep looks for).
+    pub(super) fn stream_started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called once per sweep: true once [`H2_IDLE_SWEEPS`] sweeps in a row found no stream in
+    /// flight and none started since the sweep before.
+    fn idle_through_sweep(&self) -> bool {
+        let started = self.started.load(Ordering::Relaxed);
+        let (seen, sweeps) = &*self.idle;
+        if self.load() > 0 || seen.swap(started, Ordering::Relaxed) != started {
+            sweeps.store(0, Ordering::Relaxed);
+            return false;
+        }
+        sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= H2_IDLE_SWEEPS
     }
 
     pub(super) fn open(&self) -> bool {
@@ -243,7 +270,9 @@ impl H2Conn {
     }
 }
 
-/// Drops connections idle for longer than `POOL_IDLE_TIMEOUT`, until the pool is gone.
+/// Drops connections idle for longer than `POOL_IDLE_TIMEOUT`, until the pool is gone. An
+/// h2c connection let go closes once no request holds it (hyper sends a GOAWAY when the
+/// last sender is dropped), and its task then frees its slot.
 async fn sweep(pool: Weak<Pool>) {
     let mut tick = tokio::time::interval(POOL_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,5 +283,15 @@ async fn sweep(pool: Weak<Pool>) {
         pool.state()
             .idle
             .retain(|e| e.conn.reusable(now) && now.duration_since(e.since) < POOL_IDLE_TIMEOUT);
+        pool.h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| {
+                let keep = c.open() && !c.idle_through_sweep();
+                if !keep {
+                    c.going_away.store(true, Ordering::Relaxed);
+                }
+                keep
+            });
     }
 }
