@@ -31,6 +31,8 @@ use crate::{host, routing};
 #[derive(Default)]
 struct Facts {
     logging: bool,
+    /// The request's content type is gRPC's (whatever its HTTP version).
+    grpc_content: bool,
     host: Option<String>,
     path: Option<String>,
     route: Option<Arc<RouteSeries>>,
@@ -64,10 +66,11 @@ pub(crate) async fn handle(
         .then(|| req.method().as_str().to_owned());
     let mut facts = Facts {
         logging: method.is_some(),
+        grpc_content: grpc::is_grpc(req.headers()),
         ..Facts::default()
     };
     let http1 = req.version() < http::Version::HTTP_2;
-    let grpc = !http1 && grpc::is_grpc(req.headers());
+    let grpc = !http1 && facts.grpc_content;
     let served = match ambiguous_length {
         // The body is never read: hyper closes the connection after this response.
         true => Err(ProxyError::AmbiguousLength),
@@ -170,7 +173,8 @@ async fn serve(
         None => admitted.path.into_owned(),
     };
     let upgrade = admitted.upgrade;
-    this_hop_headers(&mut parts.headers, conn, proxy, route.config.protocol);
+    let te_trailers = route.config.protocol == UpstreamProtocol::H2c && facts.grpc_content;
+    this_hop_headers(&mut parts.headers, conn, proxy, te_trailers);
 
     // A body is watched on its way up (stall → 408, bad framing → 400); none is sent as none.
     let (body, body_state) = if body.is_end_stream() {
@@ -285,15 +289,16 @@ fn route_series(route: &Route, shared: &Shared, facts: &mut Facts) -> Arc<RouteS
 }
 
 /// The headers this hop adds: forwarding headers, XFCC, RFC 9440 client-certificate headers,
-/// and for gRPC to an h2c upstream `te: trailers` (the one TE value HTTP/2 allows, which
-/// gRPC servers expect; hop-by-hop, so removed from the client's request with the others).
+/// and with `te_trailers` (gRPC to an h2c upstream) `te: trailers` (the one TE value HTTP/2
+/// allows, which gRPC servers expect; hop-by-hop, so removed from the client's request with
+/// the others).
 fn this_hop_headers(
     headers: &mut http::HeaderMap,
     conn: &Conn,
     proxy: &ProxySettings,
-    protocol: UpstreamProtocol,
+    te_trailers: bool,
 ) {
-    if protocol == UpstreamProtocol::H2c && grpc::is_grpc(headers) {
+    if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::set_forwarded(headers, &conn.peer, request_id);
