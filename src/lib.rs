@@ -13,8 +13,9 @@
 //!    writes a rate-limited line ([`access_log::handshake`]).
 //! 3. hyper serves HTTP/1.1 or HTTP/2 under the [`conn::watchdog`] (head, idle and
 //!    stream-idle timeouts; [`conn::head_scan`] watches HTTP/1 heads on the wire). The
-//!    connection's client is checked again after each reload and at its certificate's
-//!    expiry ([`runtime::Published::until_refused`]).
+//!    connection's client is checked again after each reload
+//!    ([`runtime::Published::until_revoked`]), and the connection ends at its certificate's
+//!    expiry (one timer, [`conn::watchdog::Activity::deadline`], keeps every deadline).
 //! 4. [`http::service`] runs each request through its phases: [`http::admission`] (the Host
 //!    rules of [`host`], SNI binding, underscores, header sanitizing, [`request::normalize`])
 //!    → [`authz::evaluate`] over a [`request::RequestView`] → [`routing::select`] →

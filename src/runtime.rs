@@ -127,37 +127,52 @@ impl Published {
     /// Resolves when the client of an open connection stops being accepted: a snapshot
     /// published after `swaps` was taken refuses its certificate ([`Refused::Revoked`]), or
     /// the certificate's `notAfter` passes ([`Refused::Expired`]). Pending forever for a
-    /// client that stays accepted. Open connections and WebSocket tunnels both wait on it.
+    /// client that stays accepted. WebSocket tunnels wait on it; HTTP connections wait on
+    /// [`until_revoked`](Self::until_revoked) and keep [`expiry`] in their one timer.
     pub(crate) async fn until_refused(
         &self,
         conn: &crate::request::ConnInfo,
         swaps: &mut tokio::sync::watch::Receiver<u64>,
     ) -> Refused {
-        let expires = conn.identity.as_ref().map(|id| {
-            let now = i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX);
-            let left = u64::try_from(id.not_after.saturating_add(1).saturating_sub(now));
-            tokio::time::Instant::now() + std::time::Duration::from_secs(left.unwrap_or(0))
-        });
+        let expires = expiry(conn);
         let expiry = async {
             match expires {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
-        let revocation = async {
-            // A closed sender means the server is going away: the drain ends the connection.
-            while swaps.changed().await.is_ok() {
-                if let Err(outcome) = self.load().accepts(conn, UnixTime::now()) {
-                    return outcome;
-                }
-            }
-            std::future::pending().await
-        };
         tokio::select! {
             () = expiry => Refused::Expired,
-            outcome = revocation => Refused::Revoked(outcome),
+            outcome = self.until_revoked(conn, swaps) => Refused::Revoked(outcome),
         }
     }
+
+    /// Resolves when a snapshot published after `swaps` was taken refuses the connection's
+    /// client certificate, with the handshake result it would get now. Pending forever while
+    /// it is accepted, and once the sender is gone (the server is going away: the drain ends
+    /// the connection).
+    pub(crate) async fn until_revoked(
+        &self,
+        conn: &crate::request::ConnInfo,
+        swaps: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> verifier::HandshakeOutcome {
+        while swaps.changed().await.is_ok() {
+            if let Err(outcome) = self.load().accepts(conn, UnixTime::now()) {
+                return outcome;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// When the connection's client certificate stops being valid (the second after its
+/// `notAfter`); `None` without a certificate.
+pub(crate) fn expiry(conn: &crate::request::ConnInfo) -> Option<tokio::time::Instant> {
+    conn.identity.as_ref().map(|id| {
+        let now = i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX);
+        let left = u64::try_from(id.not_after.saturating_add(1).saturating_sub(now));
+        tokio::time::Instant::now() + std::time::Duration::from_secs(left.unwrap_or(0))
+    })
 }
 
 /// Why an open connection's client is no longer accepted.

@@ -2,11 +2,11 @@
 //!
 //! [`Activity`] counts requests in flight and remembers when the last one ended, when the
 //! bytes of a new request head started to arrive, and (HTTP/1) when the response body last
-//! moved. [`Activity::watchdog`] resolves when `request_header_timeout` (from a head's first
+//! moved. [`Activity::deadline`] resolves when `request_header_timeout` (from a head's first
 //! byte), `idle_timeout` (no request in flight) or `stream_idle_timeout` (a response body
 //! with no bytes moving: the upstream sends nothing, or the client reads nothing so hyper
-//! stops pulling) has passed; [`Activity::quiet_for`] gives a client that was sent a GOAWAY
-//! its last seconds. [`Watched`] is the TLS stream reporting its reads, and feeding HTTP/1
+//! stops pulling) has passed, or the client certificate has expired; once the connection
+//! was asked to close, it gives a client that was sent a GOAWAY its last seconds. [`Watched`] is the TLS stream reporting its reads, and feeding HTTP/1
 //! head bytes to a [`HeadScan`] so a request with both `Content-Length` and
 //! `Transfer-Encoding` can be refused. Times are milliseconds since the connection started.
 //!
@@ -59,12 +59,16 @@ pub(crate) struct Timeouts {
     pub stream_idle: Duration,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expired {
     Head,
     Idle,
     /// HTTP/1: the response body in flight has not moved for `stream_idle_timeout`.
     StreamIdle,
+    /// The client certificate's `notAfter` has passed.
+    Certificate,
+    /// A connection asked to close had no request in flight for its grace period.
+    Grace,
 }
 
 /// A request in flight; ends when dropped (with its response body).
@@ -148,66 +152,87 @@ impl Activity {
         }
     }
 
-    /// Resolves when the head, idle or (HTTP/1) stream-idle timeout has passed.
-    pub(crate) async fn watchdog(&self, t: Timeouts) -> Expired {
+    /// The connection's one timer. Until the connection is asked to close (`closing` is
+    /// `None`) it resolves when the head, idle or (HTTP/1) stream-idle timeout has passed, or
+    /// at `expires` (the client certificate's `notAfter`); afterwards, once no request has
+    /// been in flight for the grace period ([`Expired::Grace`]). One future with one `Sleep`
+    /// for all of them keeps an idle connection's task small.
+    pub(crate) async fn deadline(
+        &self,
+        t: &Timeouts,
+        expires: Option<Instant>,
+        closing: Option<(Instant, Duration)>,
+    ) -> Expired {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         loop {
             sleep.as_mut().await;
-            let now = self.now_ms();
-            let head = self.head_started_ms.load(Ordering::Relaxed);
-            let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-            let body = self.body_moved_ms.load(Ordering::Relaxed);
-            if head != 0 && head + ms(t.head) <= now {
-                return Expired::Head;
-            }
-            let idle_deadline = self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(t.idle);
-            if head == 0 && idle && idle_deadline <= now {
-                return Expired::Idle;
-            }
-            if body != 0 && body + ms(t.stream_idle) <= now {
-                return Expired::StreamIdle;
-            }
-            // The earliest any deadline can pass: one not yet running starts no earlier
-            // than now.
-            let head_next = match head {
-                0 if self.http1 => now + ms(t.head),
-                0 => u64::MAX / 2,
-                started => started + ms(t.head),
+            let next = match closing {
+                None => self.watch(t, expires),
+                Some((since, grace)) => self.quiet_for(since, grace),
             };
-            let idle_next = if idle && head == 0 {
-                idle_deadline
-            } else {
-                now + ms(t.idle)
-            };
-            let body_next = match body {
-                0 if self.http1 => now + ms(t.stream_idle),
-                0 => u64::MAX / 2,
-                moved => moved + ms(t.stream_idle),
-            };
-            let next = head_next.min(idle_next).min(body_next);
-            sleep.as_mut().reset(self.instant(next));
+            match next {
+                Ok(at) => sleep.as_mut().reset(at),
+                Err(expired) => return expired,
+            }
         }
     }
 
-    /// Resolves once no request has been in flight for `grace` (counted from `since` at the
-    /// earliest): the time a client that was sent a GOAWAY gets to close by itself.
-    pub(crate) async fn quiet_for(&self, since: Instant, grace: Duration) {
-        loop {
-            let last_done = self.instant(self.last_done_ms.load(Ordering::Relaxed).max(1));
-            let quiet_since = since.max(last_done);
-            let busy = self.in_flight.load(Ordering::Relaxed) > 0;
-            let now = Instant::now();
-            if !busy && now >= quiet_since + grace {
-                return;
-            }
-            let next = if busy {
-                now + grace
-            } else {
-                quiet_since + grace
-            };
-            tokio::time::sleep_until(next).await;
+    /// What has expired by now, or the earliest moment something could.
+    fn watch(&self, t: &Timeouts, expires: Option<Instant>) -> Result<Instant, Expired> {
+        if expires.is_some_and(|at| at <= Instant::now()) {
+            return Err(Expired::Certificate);
         }
+        let now = self.now_ms();
+        let head = self.head_started_ms.load(Ordering::Relaxed);
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        let body = self.body_moved_ms.load(Ordering::Relaxed);
+        if head != 0 && head + ms(t.head) <= now {
+            return Err(Expired::Head);
+        }
+        let idle_deadline = self.last_done_ms.load(Ordering::Relaxed).max(1) + ms(t.idle);
+        if head == 0 && idle && idle_deadline <= now {
+            return Err(Expired::Idle);
+        }
+        if body != 0 && body + ms(t.stream_idle) <= now {
+            return Err(Expired::StreamIdle);
+        }
+        // The earliest any deadline can pass: one not yet running starts no earlier than now.
+        let head_next = match head {
+            0 if self.http1 => now + ms(t.head),
+            0 => u64::MAX / 2,
+            started => started + ms(t.head),
+        };
+        let idle_next = if idle && head == 0 {
+            idle_deadline
+        } else {
+            now + ms(t.idle)
+        };
+        let body_next = match body {
+            0 if self.http1 => now + ms(t.stream_idle),
+            0 => u64::MAX / 2,
+            moved => moved + ms(t.stream_idle),
+        };
+        let next = self.instant(head_next.min(idle_next).min(body_next));
+        Ok(expires.map_or(next, |at| next.min(at)))
+    }
+
+    /// Whether no request has been in flight for `grace` (counted from `since` at the
+    /// earliest): the time a client that was sent a GOAWAY gets to close by itself. If not,
+    /// the earliest moment it could be so.
+    fn quiet_for(&self, since: Instant, grace: Duration) -> Result<Instant, Expired> {
+        let last_done = self.instant(self.last_done_ms.load(Ordering::Relaxed).max(1));
+        let quiet_since = since.max(last_done);
+        let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+        let now = Instant::now();
+        if !busy && now >= quiet_since + grace {
+            return Err(Expired::Grace);
+        }
+        Ok(if busy {
+            now + grace
+        } else {
+            quiet_since + grace
+        })
     }
 }
 
@@ -339,5 +364,138 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        head: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        stream_idle: Duration::from_secs(30),
+    };
+
+    /// Which deadline the one timer reports first, and after how many seconds (paused time);
+    /// the request in flight, if any, ends after `release` seconds.
+    async fn first(
+        activity: &Arc<Activity>,
+        request: Option<(bool, u64)>,
+        expires_in: Option<u64>,
+        closing: Option<u64>,
+    ) -> (Expired, u64) {
+        let start = Instant::now();
+        let expires = expires_in.map(|s| start + Duration::from_secs(s));
+        let closing = closing.map(|grace| (start, Duration::from_secs(grace)));
+        let release = async {
+            if let Some((body, release)) = request {
+                let (guard, _) = activity.request_started();
+                if body {
+                    guard.body_started();
+                }
+                tokio::time::sleep(Duration::from_secs(release)).await;
+                drop(guard);
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            expired = activity.deadline(&T, expires, closing) => (expired, start.elapsed().as_secs()),
+            () = release => unreachable!("pending"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_one_timer_reports_the_earliest_deadline() {
+        type Case = (
+            &'static str,
+            bool,
+            Option<(bool, u64)>,
+            Option<u64>,
+            Option<u64>,
+            Expired,
+            u64,
+        );
+        let cases: &[Case] = &[
+            ("idle HTTP/1", true, None, None, None, Expired::Idle, 60),
+            ("idle HTTP/2", false, None, None, None, Expired::Idle, 60),
+            (
+                "certificate expires first",
+                true,
+                None,
+                Some(5),
+                None,
+                Expired::Certificate,
+                5,
+            ),
+            (
+                "idle before the certificate",
+                true,
+                None,
+                Some(3600),
+                None,
+                Expired::Idle,
+                60,
+            ),
+            (
+                "certificate already expired",
+                false,
+                None,
+                Some(0),
+                None,
+                Expired::Certificate,
+                0,
+            ),
+            (
+                "HTTP/1 body stalls",
+                true,
+                Some((true, 100)),
+                None,
+                None,
+                Expired::StreamIdle,
+                30,
+            ),
+            (
+                "idle counts from the last request",
+                true,
+                Some((false, 100)),
+                None,
+                None,
+                Expired::Idle,
+                160,
+            ),
+            (
+                "certificate expires mid-request",
+                true,
+                Some((false, 100)),
+                Some(50),
+                None,
+                Expired::Certificate,
+                50,
+            ),
+            (
+                "closing: the grace",
+                true,
+                None,
+                Some(1),
+                Some(10),
+                Expired::Grace,
+                10,
+            ),
+            (
+                "closing: grace after the last request",
+                false,
+                Some((false, 100)),
+                None,
+                Some(10),
+                Expired::Grace,
+                110,
+            ),
+        ];
+        for &(name, http1, request, expires_in, closing, want, after) in cases {
+            let activity = Activity::new(http1);
+            let got = first(&activity, request, expires_in, closing).await;
+            assert_eq!(got, (want, after), "{name}");
+        }
     }
 }

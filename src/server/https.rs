@@ -26,7 +26,7 @@ use crate::conn::watchdog::{Activity, Expired, StreamExecutor, Timeouts, Watched
 use crate::http::connection::{Conn, Shared};
 use crate::http::service;
 use crate::metrics::{HandshakeLabels, RejectedLabels};
-use crate::runtime::Runtime;
+use crate::runtime::{self, Refused, Runtime};
 use crate::tls;
 
 /// How long a client that was sent a GOAWAY (idle or drain) may keep the connection once no
@@ -148,9 +148,8 @@ async fn serve(
     };
     let h2 = done.stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Activity::new(!h2);
-    let (connection, conn) =
-        http_connection(done, tls_runtime.clone(), &shared, &activity, lease, h2);
-    drive(connection, &activity, timeouts, &mut stop, &conn, &shared).await;
+    let (connection, conn) = http_connection(done, tls_runtime, &shared, &activity, lease, h2);
+    drive(connection, activity, timeouts, stop, conn, shared).await;
 }
 
 /// After a revocation or expiry: how long the client has once no request is in flight.
@@ -161,20 +160,22 @@ const REVOKED_GRACE: Duration = Duration::from_secs(1);
 /// client that has not closed [`GOAWAY_GRACE`] after its last request is closed. After each
 /// reload the client certificate is checked against the new snapshot, and at its `notAfter`
 /// the connection ends: a client no longer accepted is asked to finish and is closed
-/// [`REVOKED_GRACE`] after its last request (SPEC: within 2 s).
+/// [`REVOKED_GRACE`] after its last request (SPEC: within 2 s). One timer
+/// ([`Activity::deadline`]) serves every deadline: this future is what an idle connection's
+/// task holds.
 async fn drive(
     mut connection: Pin<Box<dyn Serving>>,
-    activity: &Activity,
+    activity: Arc<Activity>,
     timeouts: Timeouts,
-    stop: &mut watch::Receiver<bool>,
-    conn: &Conn,
-    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
 ) {
-    let peer = conn.info.peer;
+    let peer = &conn.info.peer;
     let mut swaps = shared.runtime.subscribe();
+    let expires = runtime::expiry(&conn.info);
     let mut closing: Option<(Instant, Duration)> = None;
     loop {
-        let (since, grace) = closing.unwrap_or((Instant::now(), GOAWAY_GRACE));
         let close = tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
@@ -182,7 +183,7 @@ async fn drive(
                 }
                 return;
             }
-            expired = activity.watchdog(timeouts), if closing.is_none() => match expired {
+            expired = activity.deadline(&timeouts, expires, closing) => match expired {
                 Expired::Head => {
                     tracing::debug!(%peer, "request head not received within request_header_timeout");
                     return;
@@ -191,23 +192,28 @@ async fn drive(
                     tracing::debug!(%peer, "response body idle for stream_idle_timeout: connection closed");
                     return;
                 }
-                Expired::Idle => Some(GOAWAY_GRACE),
+                Expired::Grace => {
+                    tracing::debug!(%peer, "client kept the connection after being asked to close: closed");
+                    return;
+                }
+                Expired::Idle => GOAWAY_GRACE,
+                Expired::Certificate => {
+                    let refused = Refused::Expired;
+                    refused.log(*peer, "closing its connection");
+                    shared.metrics.closed(refused.reason());
+                    REVOKED_GRACE
+                }
             },
-            _ = stop.changed(), if closing.is_none() => Some(GOAWAY_GRACE),
-            refused = shared.runtime.until_refused(&conn.info, &mut swaps), if closing.is_none() => {
-                refused.log(peer, "closing its connection");
+            _ = stop.changed(), if closing.is_none() => GOAWAY_GRACE,
+            outcome = shared.runtime.until_revoked(&conn.info, &mut swaps), if closing.is_none() => {
+                let refused = Refused::Revoked(outcome);
+                refused.log(*peer, "closing its connection");
                 shared.metrics.closed(refused.reason());
-                Some(REVOKED_GRACE)
-            }
-            () = activity.quiet_for(since, grace), if closing.is_some() => {
-                tracing::debug!(%peer, "client kept the connection after being asked to close: closed");
-                return;
+                REVOKED_GRACE
             }
         };
-        if let Some(grace) = close {
-            connection.as_mut().shutdown();
-            closing = Some((Instant::now(), grace));
-        }
+        connection.as_mut().shutdown();
+        closing = Some((Instant::now(), close));
     }
 }
 
