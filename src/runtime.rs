@@ -340,10 +340,10 @@ fn build_server(
     // load builds a new one), so a client the new configuration refuses cannot resume.
     rustls_config.session_storage = match config.tls.session_cache_size {
         0 => Arc::new(rustls::server::NoServerSessionStorage {}),
-        n => rustls::server::ServerSessionMemoryCache::new(n),
+        n => crate::tls::sessions::SessionCache::new(n),
     };
     // One ticket per handshake, resumed ones included (rustls and OpenSSL send two): each
-    // ticket is a cache entry holding the client's chain (~1 KiB), so the cache serves twice
+    // ticket is a cache entry holding the client's chain (~0.6 KiB), so the cache serves twice
     // the clients, and a client that resumes gets a fresh ticket for its next connection.
     rustls_config.send_tls13_tickets = match config.tls.session_cache_size {
         0 => 0,
