@@ -1,7 +1,12 @@
-//! The identity of a verified client certificate, extracted once per connection from the
-//! leaf's DER by a pure function. Everything the policy engine, the XFCC header and the
+//! The identity of a verified client certificate, extracted from the leaf's DER by a pure
+//! function, once per client while it has connections open ([`Clients`]). Everything the policy engine, the XFCC header and the
 //! access log need is here, precomputed, so no request re-parses the certificate.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
@@ -47,6 +52,65 @@ impl PeerIdentity {
     /// `cert_sha256` as lowercase hex.
     pub(crate) fn cert_sha256_hex(&self) -> String {
         hex(&self.cert_sha256)
+    }
+}
+
+/// A verified client as its connections hold it: its identity and its certificate chain as
+/// presented, leaf first.
+pub(crate) type Client = (Arc<PeerIdentity>, Arc<[CertificateDer<'static>]>);
+
+/// The clients with a connection open, by their exact certificate chain, so that one client's
+/// connections share its identity and one copy of its chain: a handshake from a client seen
+/// before parses nothing and copies nothing. Nothing here is kept alive by the cache (it holds
+/// weak references), a chain is matched byte for byte, and the map is bounded.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    /// By a hash of the chain; a collision only costs a parse.
+    seen: Mutex<HashMap<u64, Seen>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// A client's identity and chain, not kept alive by the cache.
+type Seen = (Weak<PeerIdentity>, Weak<[CertificateDer<'static>]>);
+
+/// Entries kept before the dead ones are swept (and, if all are alive, the map emptied).
+const CLIENTS_MAX: usize = 1024;
+
+impl Clients {
+    /// The identity and shared chain of the client that presented `chain` (leaf first,
+    /// already verified).
+    pub(crate) fn client(
+        &self,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<Client, IdentityError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| IdentityError("no certificate".into()))?;
+        let hash = self.hasher.hash_one(chain);
+        let seen = |seen: &HashMap<u64, Seen>| {
+            let (identity, known) = seen.get(&hash)?;
+            let known = known.upgrade().filter(|known| **known == *chain)?;
+            Some((identity.upgrade()?, known))
+        };
+        if let Some(client) = seen(&self.lock()) {
+            return Ok(client);
+        }
+        let identity = Arc::new(from_leaf(leaf)?);
+        let chain: Arc<[CertificateDer<'static>]> = Arc::from(chain);
+        let mut map = self.lock();
+        if map.len() >= CLIENTS_MAX {
+            map.retain(|_, (identity, _)| identity.strong_count() > 0);
+            if map.len() >= CLIENTS_MAX {
+                map.clear();
+            }
+        }
+        map.insert(hash, (Arc::downgrade(&identity), Arc::downgrade(&chain)));
+        Ok((identity, chain))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Seen>> {
+        // Every update leaves the map whole, so a panic elsewhere cannot leave it torn.
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -159,4 +223,71 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     s
+}
+
+#[cfg(test)]
+mod clients_tests {
+    use super::*;
+    use crate::dev::pki::{Ca, KeyType, LeafSpec};
+
+    fn leaf(ca: &Ca, uri: &str) -> CertificateDer<'static> {
+        CertificateDer::from(ca.issue(&LeafSpec::client_uri(uri)).unwrap().der)
+    }
+
+    #[test]
+    fn a_clients_connections_share_its_identity_and_chain() {
+        let ca = Ca::new("Test CA", KeyType::EcdsaP256, 30).unwrap();
+        let (a, b) = (leaf(&ca, "spiffe://a"), leaf(&ca, "spiffe://b"));
+        let clients = Clients::default();
+        let first = clients.client(std::slice::from_ref(&a)).unwrap();
+        let again = clients.client(std::slice::from_ref(&a)).unwrap();
+        assert!(Arc::ptr_eq(&first.0, &again.0) && Arc::ptr_eq(&first.1, &again.1));
+        assert_eq!(first.0.principals, vec!["a"]);
+
+        // Another client, and the same leaf with another chain, are other entries.
+        let other = clients.client(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(other.0.principals, vec!["b"]);
+        let longer = clients.client(&[a.clone(), b.clone()]).unwrap();
+        assert!(!Arc::ptr_eq(&longer.1, &first.1));
+        assert_eq!(&longer.1[..], &[a.clone(), b.clone()][..]);
+        assert_eq!(longer.0.principals, vec!["a"]);
+        // The chain [a] is still known (its slot was not the longer chain's).
+        let third = clients.client(std::slice::from_ref(&a)).unwrap();
+        assert!(Arc::ptr_eq(&first.0, &third.0));
+    }
+
+    #[test]
+    fn the_cache_keeps_nothing_alive_and_stays_bounded() {
+        let ca = Ca::new("Test CA", KeyType::EcdsaP256, 30).unwrap();
+        let a = leaf(&ca, "spiffe://a");
+        let clients = Clients::default();
+        let (identity, chain) = clients.client(std::slice::from_ref(&a)).unwrap();
+        let weak = Arc::downgrade(&identity);
+        drop((identity, chain));
+        assert!(
+            weak.upgrade().is_none(),
+            "the cache holds no strong reference"
+        );
+        let fresh = clients.client(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(Arc::strong_count(&fresh.0), 1);
+
+        // Distinct live clients beyond the bound: the map never grows past it.
+        let der = a.as_ref();
+        let mut live = Vec::new();
+        for i in 0..CLIENTS_MAX + 10 {
+            // The same leaf followed by a distinct second certificate: a distinct chain.
+            let extra = CertificateDer::from(i.to_be_bytes().to_vec());
+            live.push(
+                clients
+                    .client(&[CertificateDer::from(der.to_vec()), extra])
+                    .unwrap(),
+            );
+            assert!(clients.lock().len() <= CLIENTS_MAX);
+        }
+        assert!(
+            clients
+                .client(&[CertificateDer::from(vec![0x30, 0x00])])
+                .is_err()
+        );
+    }
 }

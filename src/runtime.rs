@@ -66,6 +66,8 @@ pub struct Runtime {
     pub source: PathBuf,
     /// The routes in file order, as [`crate::routing::select`] tries them.
     pub(crate) routes: Box<[Route]>,
+    /// The verified clients with connections open, so they share one identity and chain.
+    pub(crate) clients: crate::identity::Clients,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +290,7 @@ impl Runtime {
             servers,
             source: source.to_path_buf(),
             routes,
+            clients: Default::default(),
         })
     }
 }

@@ -157,14 +157,16 @@ where
             });
         }
     };
-    let (identity, chain) = client_of(stream.get_ref().1, server, &sni, index)?;
+    let (identity, chain) = client_of(stream.get_ref().1, &runtime.clients, server, &sni, index)?;
     Ok((stream, index, sni, identity, chain))
 }
 
-/// The client's certificate chain and identity once the handshake is done. rustls does not
-/// verify a resumed session's certificate again, so that is done here.
+/// The client's certificate chain and identity once the handshake is done, shared with the
+/// client's other connections ([`identity::Clients`]). rustls does not verify a resumed
+/// session's certificate again, so that is done here.
 fn client_of(
     tls: &rustls::ServerConnection,
+    clients: &identity::Clients,
     server: &crate::runtime::Server,
     sni: &Option<String>,
     index: usize,
@@ -190,22 +192,21 @@ fn client_of(
             )
         });
     }
-    let chain: Option<Arc<[CertificateDer<'static>]>> = chain.map(Arc::from);
-    let identity = match chain.as_ref().and_then(|c| c.first()) {
-        Some(leaf) => Some(Arc::new(identity::from_leaf(leaf).map_err(|e| {
-            Failure {
-                sni: sni.clone(),
-                presented: Some(leaf.clone()),
-                ..fail(
-                    HandshakeOutcome::InvalidClientCert,
-                    Some(index),
-                    e.to_string(),
-                )
-            }
-        })?)),
-        None => None,
+    let Some(chain) = chain else {
+        return Ok((None, None));
     };
-    Ok((identity, chain))
+    match clients.client(chain) {
+        Ok((identity, chain)) => Ok((Some(identity), Some(chain))),
+        Err(e) => Err(Failure {
+            sni: sni.clone(),
+            presented: chain.first().cloned(),
+            ..fail(
+                HandshakeOutcome::InvalidClientCert,
+                Some(index),
+                e.to_string(),
+            )
+        }),
+    }
 }
 
 /// A verified client's identity and chain (leaf first); both `None` without a certificate.
