@@ -1,6 +1,7 @@
 //! The identity of a verified client certificate, extracted from the leaf's DER by a pure
-//! function, once per client while it has connections open ([`Clients`]). Everything the policy engine, the XFCC header and the
-//! access log need is here, precomputed, so no request re-parses the certificate.
+//! function, once per client while it has connections open ([`Clients`]). Everything the
+//! policy engine, the XFCC header and the access log need is here, precomputed, so no request
+//! re-parses the certificate.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -228,16 +229,18 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod clients_tests {
     use super::*;
-    use crate::dev::pki::{Ca, KeyType, LeafSpec};
 
-    fn leaf(ca: &Ca, uri: &str) -> CertificateDer<'static> {
-        CertificateDer::from(ca.issue(&LeafSpec::client_uri(uri)).unwrap().der)
+    /// A self-signed certificate with one URI SAN (the cache does not verify chains).
+    fn leaf(uri: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        CertificateDer::from(params.self_signed(&key).unwrap().der().to_vec())
     }
 
     #[test]
     fn a_clients_connections_share_its_identity_and_chain() {
-        let ca = Ca::new("Test CA", KeyType::EcdsaP256, 30).unwrap();
-        let (a, b) = (leaf(&ca, "spiffe://a"), leaf(&ca, "spiffe://b"));
+        let (a, b) = (leaf("spiffe://a"), leaf("spiffe://b"));
         let clients = Clients::default();
         let first = clients.client(std::slice::from_ref(&a)).unwrap();
         let again = clients.client(std::slice::from_ref(&a)).unwrap();
@@ -258,8 +261,7 @@ mod clients_tests {
 
     #[test]
     fn the_cache_keeps_nothing_alive_and_stays_bounded() {
-        let ca = Ca::new("Test CA", KeyType::EcdsaP256, 30).unwrap();
-        let a = leaf(&ca, "spiffe://a");
+        let a = leaf("spiffe://a");
         let clients = Clients::default();
         let (identity, chain) = clients.client(std::slice::from_ref(&a)).unwrap();
         let weak = Arc::downgrade(&identity);
