@@ -32,7 +32,7 @@
 //! - [`tls::credentials`] reads keys, chains, CAs and CRLs; [`metrics`] holds the Prometheus
 //!   families; [`server::admin`] serves `/metrics`, health and `/certs`; the plaintext
 //!   listener answers with [`http::redirect`].
-//! - [`commands`] is each CLI command ([`cli`] parses them); [`bench`] is the mTLS load
+//! - [`commands`] is each CLI command ([`cli`] parses them); [`bench`](mod@bench) is the mTLS load
 //!   generator; [`dev`] holds the dev PKI and the echo upstream used by demos and tests;
 //!   [`import`] translates Istio and ingress-nginx YAML into a config.
 //!
