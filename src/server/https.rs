@@ -175,6 +175,11 @@ async fn drive(
     let mut swaps = shared.runtime.subscribe();
     let expires = runtime::expiry(&conn.info);
     let mut closing: Option<(Instant, Duration)> = None;
+    let refuse = |refused: Refused| {
+        refused.log(*peer, "closing its connection");
+        shared.metrics.closed(refused.reason());
+        REVOKED_GRACE
+    };
     loop {
         let close = tokio::select! {
             res = connection.as_mut() => {
@@ -197,19 +202,11 @@ async fn drive(
                     return;
                 }
                 Expired::Idle => GOAWAY_GRACE,
-                Expired::Certificate => {
-                    let refused = Refused::Expired;
-                    refused.log(*peer, "closing its connection");
-                    shared.metrics.closed(refused.reason());
-                    REVOKED_GRACE
-                }
+                Expired::Certificate => refuse(Refused::Expired),
             },
             _ = stop.changed(), if closing.is_none() => GOAWAY_GRACE,
             outcome = shared.runtime.until_revoked(&conn.info, &mut swaps), if closing.is_none() => {
-                let refused = Refused::Revoked(outcome);
-                refused.log(*peer, "closing its connection");
-                shared.metrics.closed(refused.reason());
-                REVOKED_GRACE
+                refuse(Refused::Revoked(outcome))
             }
         };
         connection.as_mut().shutdown();

@@ -4,30 +4,29 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::pool::{Conn, Pool};
+use super::pool::{Conn, H2State, Pool};
 
 /// Keeps a stream counted in flight on its HTTP/2 connection until the response body is
 /// done or dropped.
-pub(super) struct InFlight(pub(super) Arc<AtomicUsize>);
+pub(super) struct InFlight(Arc<H2State>);
 
 impl InFlight {
-    /// Counts one more stream on `count`.
-    pub(super) fn start(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
+    /// Counts one more stream on the connection of `state`.
+    pub(super) fn start(state: &Arc<H2State>) -> Self {
+        state.stream_started();
+        Self(state.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.stream_ended();
     }
 }
 

@@ -11,16 +11,13 @@
 //! connection if there is one: its body is replayed from a bounded recording
 //! ([`Replay`]). The pool's sweep lets a connection go once it has been idle for a minute.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use http::{Request, Response};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::counter::Counter;
 
 use super::body::{InFlight, Release, UpstreamBody};
-use super::pool::{H2Conn, Pool};
+use super::pool::{H2Conn, H2State, Pool};
 use super::replay::Replay;
 use super::{RequestBody, UpstreamError, error_chain};
 
@@ -62,15 +59,15 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Unavailable(error_chain(&e)))?;
-        let max_streams = Arc::new(AtomicUsize::new(usize::MAX));
-        let seen = max_streams.clone();
+        let state = H2State::new();
+        let seen = state.clone();
         let mut conn = Box::pin(conn);
         tokio::spawn(async move {
             // The slot is this connection's until it ends.
             let _slot = slot;
             let ended = std::future::poll_fn(|cx| {
                 let polled = conn.as_mut().poll(cx);
-                seen.store(conn.current_max_send_streams(), Ordering::Relaxed);
+                seen.set_max_streams(conn.current_max_send_streams());
                 polled
             })
             .await;
@@ -78,7 +75,7 @@ impl Pool {
                 tracing::debug!(error = %error_chain(&e), "upstream h2c connection ended");
             }
         });
-        let c = H2Conn::new(sender, max_streams);
+        let c = H2Conn { sender, state };
         self.h2_conns().push(c.clone());
         Ok(c)
     }
@@ -101,8 +98,7 @@ impl Pool {
             let conn = self.h2_conn().await?;
             let mut sender = conn.sender.clone();
             let req = Request::from_parts(parts.clone(), tape.again());
-            conn.stream_started();
-            let guard = InFlight::start(&conn.in_flight);
+            let guard = InFlight::start(&conn.state);
             match sender.send_request(req).await {
                 Ok(res) => {
                     let (parts, inner) = res.into_parts();
@@ -115,7 +111,7 @@ impl Pool {
                 Err(e) => {
                     let unprocessed = not_processed(&e);
                     if unprocessed.is_some_and(|go_away| go_away) {
-                        conn.going_away.store(true, Ordering::Relaxed);
+                        conn.state.go_away();
                     }
                     if unprocessed.is_some() && !retried && tape.replayable() {
                         tracing::debug!(error = %error_chain(&e), "upstream did not process the request: sending it again");

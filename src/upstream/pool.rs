@@ -211,62 +211,90 @@ impl Pool {
     }
 }
 
-/// One HTTP/2 connection to the upstream.
+/// One HTTP/2 connection to the upstream: its sender, and the state its requests, its
+/// connection task and the pool's sweep share (one allocation, one reference count per
+/// request).
 #[derive(Clone, Debug)]
 pub(super) struct H2Conn {
     pub(super) sender: http2::SendRequest<Replay>,
-    /// Streams open on it: requests whose response body is not done.
-    pub(super) in_flight: Arc<AtomicUsize>,
-    /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection task last saw it.
-    max_streams: Arc<AtomicUsize>,
-    /// A GOAWAY was seen, or the pool let the connection go: no new request.
-    pub(super) going_away: Arc<AtomicBool>,
-    /// Streams started on it so far.
-    started: Arc<AtomicU64>,
-    /// What the sweeps saw: `started` at the last sweep, and how many sweeps in a row found
-    /// the connection idle.
-    idle: Arc<(AtomicU64, AtomicU32)>,
+    pub(super) state: Arc<H2State>,
 }
 
-impl H2Conn {
-    pub(super) fn new(sender: http2::SendRequest<Replay>, max_streams: Arc<AtomicUsize>) -> Self {
-        Self {
-            sender,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            max_streams,
-            going_away: Arc::new(AtomicBool::new(false)),
-            started: Arc::new(AtomicU64::new(0)),
-            idle: Arc::default(),
-        }
+#[derive(Debug)]
+pub(super) struct H2State {
+    /// Streams open on it: requests whose response body is not done.
+    in_flight: AtomicUsize,
+    /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection task last saw it.
+    max_streams: AtomicUsize,
+    /// A GOAWAY was seen, or the pool let the connection go: no new request.
+    going_away: AtomicBool,
+    /// Streams started on it so far.
+    started: AtomicU64,
+    /// `started` as the last sweep saw it.
+    swept: AtomicU64,
+    /// Sweeps in a row that found the connection idle.
+    idle_sweeps: AtomicU32,
+}
+
+impl H2State {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            max_streams: AtomicUsize::new(usize::MAX),
+            going_away: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
+            idle_sweeps: AtomicU32::new(0),
+        })
     }
 
-    /// A stream starts on this connection (what the idle sweep looks for).
+    pub(super) fn set_max_streams(&self, n: usize) {
+        self.max_streams.store(n, Ordering::Relaxed);
+    }
+
+    /// No new request on this connection; its streams in flight finish.
+    pub(super) fn go_away(&self) {
+        self.going_away.store(true, Ordering::Relaxed);
+    }
+
+    /// A stream starts: counted in flight, and seen by the idle sweep.
     pub(super) fn stream_started(&self) {
         self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stream's response body is done or dropped.
+    pub(super) fn stream_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Called once per sweep: true once [`H2_IDLE_SWEEPS`] sweeps in a row found no stream in
     /// flight and none started since the sweep before.
     fn idle_through_sweep(&self) -> bool {
         let started = self.started.load(Ordering::Relaxed);
-        let (seen, sweeps) = &*self.idle;
-        if self.load() > 0 || seen.swap(started, Ordering::Relaxed) != started {
-            sweeps.store(0, Ordering::Relaxed);
+        if self.load() > 0 || self.swept.swap(started, Ordering::Relaxed) != started {
+            self.idle_sweeps.store(0, Ordering::Relaxed);
             return false;
         }
-        sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= H2_IDLE_SWEEPS
+        self.idle_sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= H2_IDLE_SWEEPS
     }
+}
 
+impl H2Conn {
     pub(super) fn open(&self) -> bool {
-        !self.sender.is_closed() && !self.going_away.load(Ordering::Relaxed)
+        !self.sender.is_closed() && !self.state.going_away.load(Ordering::Relaxed)
     }
 
     pub(super) fn load(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.state.load()
     }
 
     pub(super) fn has_room(&self) -> bool {
-        self.load() < self.max_streams.load(Ordering::Relaxed)
+        self.load() < self.state.max_streams.load(Ordering::Relaxed)
     }
 }
 
@@ -287,9 +315,9 @@ async fn sweep(pool: Weak<Pool>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| {
-                let keep = c.open() && !c.idle_through_sweep();
+                let keep = c.open() && !c.state.idle_through_sweep();
                 if !keep {
-                    c.going_away.store(true, Ordering::Relaxed);
+                    c.state.go_away();
                 }
                 keep
             });
